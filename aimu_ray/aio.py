@@ -1,0 +1,35 @@
+"""Async twins of the top-level factories: ``await aio.client(...).chat(...)``.
+
+Native async all the way to the provider, so this works inside a running event loop, a notebook, or
+another Ray actor, and thousands of conversations can be in flight from one process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from .client import AsyncTextClient
+
+__all__ = ["AsyncTextClient", "chat", "client"]
+
+
+def default_text_model() -> str:
+    """``AIMU_LANGUAGE_MODEL`` when set; aimu_ray never guesses a model (and never picks a cloud one)."""
+    model = os.environ.get("AIMU_LANGUAGE_MODEL")
+    if not model:
+        raise ValueError("No model given and AIMU_LANGUAGE_MODEL is not set: pass model='provider:model_id' "
+                         "(e.g. 'ollama:qwen3:8b', 'anthropic:claude-sonnet-4-6').")
+    return model
+
+
+def client(model: str | None = None, *, system: str | None = None, **kwargs) -> AsyncTextClient:
+    return AsyncTextClient(model or default_text_model(), system_message=system, **kwargs)
+
+
+async def chat(user_message: str, *, model: str | None = None, system: str | None = None,
+               generate_kwargs: dict | None = None, stream: bool = False, images: list | None = None,
+               include: Iterable | None = None, thinking=None):
+    """One-shot: a fresh client, one request."""
+    return await client(model, system=system).chat(user_message, generate_kwargs=generate_kwargs, stream=stream,
+                                                   images=images, include=include, thinking=thinking)

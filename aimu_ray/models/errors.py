@@ -1,0 +1,84 @@
+"""Typed failures, shared by every host (caller, Ray worker, Serve replica).
+
+aimu's three model errors keep their names and stay ``RuntimeError`` subclasses. The others say
+what kind of failure it was so callers can react (back off on ``RateLimitError``, fix the request on a
+4xx). Every error pickles with its attributes and its cause, because it crosses Ray's process
+boundary; causes are sanitised summaries (``UpstreamError``), never SDK objects, since those hold the
+HTTP request and with it the API key.
+"""
+
+from __future__ import annotations
+
+
+class ModelError(RuntimeError):
+    """Base of every failure that comes from talking to a model."""
+
+    def __reduce__(self):
+        state = dict(self.__dict__)
+        if self.__cause__ is not None:
+            state["__cause__"] = self.__cause__
+        return (self.__class__, self.args, state)
+
+
+class UpstreamError(ModelError):
+    """What the provider or its SDK said, reduced to plain text with secrets removed."""
+
+
+class ModelConnectionError(ModelError):
+    """The model could not be reached: refused connection, DNS failure, lost worker."""
+
+
+class ModelTimeoutError(ModelConnectionError):
+    """The model did not answer in time, after the retries allowed."""
+
+
+class ProviderError(ModelError):
+    """The provider answered with an error status (after retries, where retrying made sense).
+
+    ``retry_after`` is the server's ``Retry-After`` hint in seconds, when it sent one.
+    """
+
+    def __init__(self, message: str, *, provider: str = "", status_code: int | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.provider = provider
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.status_code is not None and (self.status_code in (408, 409, 429) or self.status_code >= 500)
+
+
+class RateLimitError(ProviderError):
+    """429 (or Anthropic's 529 "overloaded") that outlasted the retries."""
+
+
+class ProviderResponseError(ProviderError):
+    """The provider answered something that is not its protocol (malformed JSON, broken stream)."""
+
+
+class ContextOverflowError(ModelError):
+    """The conversation no longer fits the model's context window."""
+
+
+class ModelRefusalError(ModelError):
+    """The model declined to answer (Anthropic ``stop_reason == "refusal"``)."""
+
+    def __init__(self, message: str = "The model refused to answer.", *, category: str | None = None,
+                 explanation: str | None = None):
+        super().__init__(message)
+        self.category = category
+        self.explanation = explanation
+
+
+class MissingAPIKeyError(ValueError):
+    """A cloud provider was asked for without its key; raised before any network call."""
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Replace every occurrence of each secret in ``text`` (provider messages may echo keys)."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text

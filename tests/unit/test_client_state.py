@@ -1,0 +1,254 @@
+"""The client contract without Ray: message state, tool recording, streams, errors before requests.
+
+The backend is a scripted in-memory double of the worker pool, so these tests pin what the client does
+with requests and answers; the pool and the engines have their own tests.
+"""
+
+import base64
+import logging
+
+import pytest
+
+from aimu_ray import aio, tool
+from aimu_ray.models import ChatDelta, ChatResult, MissingAPIKeyError, ToolCall, Usage
+from aimu_ray.sync import TextClient
+
+
+class ScriptedBackend:
+    def __init__(self, *results):
+        self.results = list(results)
+        self.requests = []
+
+    async def chat(self, request):
+        self.requests.append(request)
+        return self.results.pop(0)
+
+    async def stream(self, request):
+        self.requests.append(request)
+        for item in self.results.pop(0):
+            yield item
+
+
+def make(model="vllm:Qwen/Qwen3-8B", *results, **kwargs):
+    backend = ScriptedBackend(*results)
+    return aio.client(model, backend=backend, **kwargs), backend
+
+
+async def test_chat_is_one_request_and_records_both_turns():
+    c, backend = make("vllm:m", ChatResult(content="Hi!", usage=Usage(input_tokens=3, output_tokens=2,
+                                                                       total_tokens=5), stop_reason="stop"),
+                      system="Be brief.")
+    assert await c.chat("hello") == "Hi!"
+    assert [m["role"] for m in c.messages] == ["system", "user", "assistant"]
+    assert all("timestamp" in m for m in c.messages)
+    assert backend.requests[0].messages == [{"role": "system", "content": "Be brief."},
+                                            {"role": "user", "content": "hello"}]
+    assert c.last_usage == {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
+    assert c.last_stop_reason == "stop" and not c.last_output_truncated
+
+
+async def test_inert_keys_are_stored_but_never_sent():
+    c, backend = make("vllm:Qwen/Qwen3-8B", ChatResult(content="a", thinking="t"), ChatResult(content="b"))
+    await c.chat("one")
+    assert c.messages[-1]["thinking"] == "t" and c.last_thinking == "t"
+    await c.chat("two")
+    assert all(set(m) <= {"role", "content"} for m in backend.requests[1].messages)
+
+
+async def test_system_message_setter_rewrites_in_place_and_reset_keeps_or_replaces():
+    c, _ = make("vllm:m", ChatResult(content="x"))
+    c.system_message = "first"
+    await c.chat("hi")
+    c.system_message = "second"
+    assert c.messages[0]["content"] == "second"
+    c.system_message = None
+    assert c.messages[0]["role"] == "user"
+    c.system_message = "third"
+    assert c.messages[0] == {**c.messages[0], "role": "system", "content": "third"}
+    c.reset()
+    assert c.messages == [] and c.system_message == "third" and c.last_thinking is None
+    c.reset(None)
+    assert c.system_message is None
+
+
+async def test_tool_calls_are_recorded_with_aimu_ids_and_not_executed():
+    ran = []
+
+    @tool
+    def weather(city: str, unit: str = "C") -> str:
+        """Current weather.
+
+        Args:
+            city: Where.
+            unit: C or F.
+        """
+        ran.append(city)
+        return "sunny"
+
+    c, backend = make("vllm:Qwen/Qwen3-8B", ChatResult(tool_calls=[ToolCall(id="call_server", name="weather",
+                                                                             arguments={"city": "Oslo"})],
+                                                        stop_reason="tool_calls"))
+    c.tools = [weather]
+    assert await c.chat("weather?") == ""
+    message = c.messages[-1]
+    call = message["tool_calls"][0]
+    assert call["function"] == {"name": "weather", "arguments": {"city": "Oslo"}}
+    assert len(call["id"]) == 9 and call["id"] != "call_server" and "content" not in message
+    assert c.last_tool_calls == [{"name": "weather", "arguments": {"city": "Oslo"}, "id": call["id"]}]
+    assert ran == []
+    spec = backend.requests[0].tools[0]["function"]
+    assert spec["name"] == "weather" and spec["parameters"]["required"] == ["city"]
+    assert spec["parameters"]["properties"]["city"] == {"type": "string", "description": "Where."}
+
+
+async def test_anthropic_keeps_its_real_tool_ids(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    c, _ = make("anthropic:claude-sonnet-4-6", ChatResult(tool_calls=[ToolCall(id="toolu_1", name="f")]))
+    await c.chat("x", tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+    assert c.messages[-1]["tool_calls"][0]["id"] == "toolu_1"
+
+
+async def test_per_call_tools_swap_and_use_tools_false():
+    c, backend = make("vllm:Qwen/Qwen3-8B", ChatResult(content="a"), ChatResult(content="b"), ChatResult(content="c"))
+    spec = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    c.tools = [spec]
+    await c.chat("1", tools=[])
+    await c.chat("2", use_tools=False)
+    await c.chat("3")
+    assert [len(r.tools) for r in backend.requests] == [0, 0, 1]
+    assert c.tools == [spec]
+
+
+async def test_bad_tool_is_a_clear_error():
+    c, _ = make("vllm:Qwen/Qwen3-8B")
+    with pytest.raises(ValueError, match="@aimu_ray.tool"):
+        await c.chat("x", tools=[lambda: 1])
+
+
+async def test_continuation_without_user_turn():
+    c, backend = make("vllm:m", ChatResult(content="a"), ChatResult(content="b"))
+    await c.chat("q")
+    c.messages.append({"role": "tool", "name": "f", "content": "42", "tool_call_id": "abcdefghi"})
+    await c.chat(None)
+    assert [m["role"] for m in backend.requests[1].messages] == ["user", "assistant", "tool"]
+
+
+async def test_generate_is_stateless():
+    c, backend = make("vllm:m", ChatResult(content="g", thinking=""))
+    c.system_message = "sys"
+    assert await c.generate("p") == "g"
+    assert c.messages == [] and backend.requests[0].messages == [{"role": "user", "content": "p"}]
+
+
+async def test_stream_yields_phases_filters_include_and_folds_at_the_end():
+    script = [ChatDelta(phase="thinking", text="hm"), ChatDelta(phase="generating", text="He"),
+              ChatDelta(phase="generating", text="llo"),
+              ChatResult(content="Hello", thinking="hm", usage=Usage(output_tokens=2), stop_reason="length")]
+    c, _ = make("vllm:Qwen/Qwen3-8B", script, list(script))
+    chunks = [ch async for ch in await c.chat("x", stream=True)]
+    assert [(str(ch.phase), ch.content) for ch in chunks] == [("thinking", "hm"), ("generating", "He"),
+                                                               ("generating", "llo")]
+    assert chunks[0].is_text() and chunks[0].phase == "thinking"
+    assert c.messages[-1]["content"] == "Hello" and c.last_output_truncated
+    only = [ch async for ch in await c.chat("y", stream=True, include=["generating"])]
+    assert [ch.content for ch in only] == ["He", "llo"]
+
+
+async def test_user_turn_is_appended_eagerly_when_streaming():
+    c, backend = make("vllm:m", [ChatResult(content="x")])
+    stream = await c.chat("hi", stream=True)
+    assert c.messages[-1]["content"] == "hi" and backend.requests == []
+    _ = [ch async for ch in stream]
+    assert len(backend.requests) == 1
+
+
+async def test_images_become_openai_blocks_and_need_vision(tmp_path):
+    png = tmp_path / "dot.png"
+    png.write_bytes(b"\x89PNG fake")
+    c, backend = make("vllm:llava-1.6;vision", ChatResult(content="ok"))
+    await c.chat("what?", images=[png, b"raw", "https://x/y.png", "data:image/jpeg;base64,AAAA"])
+    blocks = backend.requests[0].messages[0]["content"]
+    urls = [b["image_url"]["url"] for b in blocks[1:]]
+    assert blocks[0] == {"type": "text", "text": "what?"}
+    assert urls[0] == "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()
+    assert urls[1].startswith("data:image/png;base64,") and urls[2:] == ["https://x/y.png", "data:image/jpeg;base64,AAAA"]
+    plain, _ = make("vllm:m")
+    with pytest.raises(ValueError, match=";vision"):
+        await plain.chat("x", images=[b"raw"])
+    assert plain.messages == []
+
+
+async def test_pil_images_are_encoded_as_png():
+    from PIL import Image
+
+    c, backend = make("vllm:m;vision", ChatResult(content="ok"))
+    await c.generate("x", images=[Image.new("RGB", (2, 2))])
+    url = backend.requests[0].messages[0]["content"][1]["image_url"]["url"]
+    assert base64.b64decode(url.split(",", 1)[1]).startswith(b"\x89PNG")
+
+
+async def test_invalid_thinking_fails_before_anything_changes():
+    c, backend = make("vllm:Qwen/Qwen3-8B")
+    with pytest.raises(ValueError, match="Invalid thinking"):
+        await c.chat("x", thinking="max")
+    assert c.messages == [] and backend.requests == []
+
+
+async def test_dropped_caller_kwargs_warn_once_per_client(caplog):
+    c, _ = make("openai:gpt-4.1", ChatResult(content="a"), ChatResult(content="b"), api_key="sk-test")
+    with caplog.at_level(logging.WARNING, logger="aimu_ray"):
+        await c.chat("1", generate_kwargs={"top_k": 3})
+        await c.chat("2", generate_kwargs={"top_k": 3})
+    assert sum("top_k" in r.message for r in caplog.records) == 1
+
+
+def test_missing_cloud_key_is_named_before_any_request(monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(MissingAPIKeyError, match="ANTHROPIC_API_KEY"):
+        aio.client("anthropic:claude-sonnet-4-6")
+
+
+def test_key_never_shows_in_repr_or_request(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value-123")
+    c = aio.client("openai:gpt-4.1")
+    assert "sk-secret" not in repr(c) and "sk-secret" not in repr(c.endpoint)
+
+
+def test_endpoints_defaults_and_overrides(monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", "http://ollama-box:11434")
+    assert aio.client("ollama:qwen3:8b").endpoint.base_url == "http://ollama-box:11434"
+    assert aio.client("ollama:qwen3:8b", host="http://h:1").endpoint.base_url == "http://h:1"
+    assert aio.client("vllm:m").endpoint.base_url == "http://localhost:8000/v1"
+    assert aio.client("vllm:m@http://gpu-7:8000/v1").endpoint.base_url == "http://gpu-7:8000/v1"
+    assert aio.client("lmstudio:m", base_url="http://b/v1").endpoint.base_url == "http://b/v1"
+    with pytest.raises(ValueError, match="needs a URL"):
+        aio.client("openai-compat:m")
+    with pytest.raises(ValueError, match="ollama-openai"):
+        aio.client("ollama:m@http://h:11434/v1")
+    with pytest.raises(TypeError):
+        aio.client("vllm:m", model_keep_alive_seconds=5)
+
+
+async def test_ollama_keep_alive_reaches_params():
+    c, backend = make("ollama:llama3.1:8b", ChatResult(content="x"), model_keep_alive_seconds=300)
+    await c.chat("hi")
+    assert backend.requests[0].params["keep_alive"] == 300
+
+
+def test_default_model_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AIMU_LANGUAGE_MODEL", "vllm:Qwen/Qwen3-8B@http://gpu:8000/v1")
+    assert str(aio.client().model) == "vllm:Qwen/Qwen3-8B@http://gpu:8000/v1"
+    monkeypatch.delenv("AIMU_LANGUAGE_MODEL")
+    with pytest.raises(ValueError, match="AIMU_LANGUAGE_MODEL"):
+        aio.client()
+
+
+def test_sync_client_drives_the_async_one_and_shares_state():
+    backend = ScriptedBackend(ChatResult(content="sync!"),
+                              [ChatDelta(phase="generating", text="s"), ChatResult(content="s")])
+    c = TextClient("vllm:m", backend=backend, system_message="S")
+    assert c.chat("hi") == "sync!"
+    assert [ch.content for ch in c.chat("more", stream=True)] == ["s"]
+    assert len(c.messages) == 5 and c.aio.messages is c.messages
+    c.default_generate_kwargs = {"seed": 7}
+    assert c.aio.default_generate_kwargs == {"seed": 7}
