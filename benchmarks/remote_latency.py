@@ -1,0 +1,85 @@
+"""Latency aimu_ray adds over a direct SDK call, against a loopback OpenAI-compatible server that answers at once.
+
+Both paths run in this process, interleaved call by call so drift hits both alike. Target: aimu_ray's p50 at
+most 1.5 ms above the direct call (Ray's actor-call floor here is ~0.6 ms).
+Run: python benchmarks/remote_latency.py [N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+
+from benchmarks._loopback import loopback_server, percentile  # noqa: E402
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 400
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+async def measure(url: str) -> dict[str, list[float]]:
+    import openai
+
+    import aimu_ray
+    from aimu_ray import aio
+
+    aimu_ray.init()
+    direct = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0)
+    client = aio.client(f"openai-compat:bench@{url}/v1")
+
+    async def call_direct():
+        await direct.chat.completions.create(model="bench", messages=MESSAGES, max_tokens=16)
+
+    async def call_aimu_ray():
+        await client.generate("hi", generate_kwargs={"max_tokens": 16})
+
+    async def call_stream():
+        async for _ in await client.generate("hi", stream=True, generate_kwargs={"max_tokens": 16}):
+            pass
+
+    paths = {"direct SDK": call_direct, "aimu_ray aio": call_aimu_ray, "aimu_ray aio stream": call_stream}
+    for fn in paths.values():           # warm up connections, the pool and code paths
+        for _ in range(30):
+            await fn()
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(N):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            await fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def measure_sync(url: str) -> list[float]:
+    import aimu_ray
+
+    client = aimu_ray.client(f"openai-compat:bench@{url}/v1")
+    for _ in range(30):
+        client.generate("hi", generate_kwargs={"max_tokens": 16})
+    out = []
+    for _ in range(N):
+        start = time.perf_counter()
+        client.generate("hi", generate_kwargs={"max_tokens": 16})
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+def main() -> None:
+    with loopback_server(delay_s=0.0) as url:
+        times = asyncio.run(measure(url))
+        times["aimu_ray sync"] = measure_sync(url)
+    base = percentile(times["direct SDK"], 0.5)
+    print(f"\nLatency over {N} calls each, loopback server answering at once (ms)")
+    print(f"{'path':<22}{'p50':>8}{'p90':>8}{'p99':>8}{'added p50':>11}{'ratio':>8}")
+    for name, values in times.items():
+        p50 = percentile(values, 0.5)
+        print(f"{name:<22}{p50:>8.2f}{percentile(values, 0.9):>8.2f}{percentile(values, 0.99):>8.2f}"
+              f"{p50 - base:>11.2f}{p50 / base:>8.2f}")
+    print(f"target: aimu_ray aio added p50 <= 1.50 ms -> "
+          f"{percentile(times['aimu_ray aio'], 0.5) - base:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
