@@ -1,4 +1,4 @@
-"""The engine protocol, the engine cache, and the one retry loop every remote provider shares.
+"""The engine protocol and the one retry loop every remote provider shares.
 
 An engine is a plain class that knows nothing of Ray: it turns a ``ChatRequest`` into one provider
 call and the answer into a ``ChatResult`` (or a stream of ``ChatDelta`` ending in a ``ChatResult``).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from contextlib import aclosing
 from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 from ..models.errors import ModelTimeoutError, ProviderError
@@ -66,9 +67,10 @@ async def stream_with_retries(open_stream: Callable[[], AsyncIterator[T]], max_r
     for attempt in range(max_retries + 1):
         started = False
         try:
-            async for item in open_stream():
-                started = True
-                yield item
+            async with aclosing(open_stream()) as items:   # a consumer that stops early closes the provider stream
+                async for item in items:
+                    started = True
+                    yield item
             return
         except Exception as error:
             if started or attempt == max_retries or not is_retryable(error):

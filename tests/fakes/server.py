@@ -85,6 +85,7 @@ class FakeServer:
         self.host = host
         self.port = port
         self.delay_s = self._initial_delay_s = delay_s
+        self._generation = 0
         self.models = list(models)
         self._script = Script(record=record)
         self._server: uvicorn.Server | None = None
@@ -111,8 +112,13 @@ class FakeServer:
         return self._script.requests
 
     def reset(self) -> None:
-        """Forget queued replies and faults, the request log and ids; restore `delay_s`."""
+        """Forget queued replies and faults, the request log and ids; restore `delay_s`.
+
+        Requests still sleeping when this is called belong to the previous test: when they wake they
+        answer 503 instead of consuming the next test's script.
+        """
         self._script.clear()
+        self._generation += 1
         self.delay_s = self._initial_delay_s
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -187,12 +193,15 @@ class FakeServer:
         """Handler for one protocol's chat endpoint: fault first, then the reply."""
 
         async def handle(request: Request) -> Response:
+            generation = self._generation
             body = await self._receive(request)
             if not isinstance(body, dict):
                 return _error(wire, 400, Fault(status=400, message="request body is not a JSON object"))
             fault = self._script.pop_fault()
             if fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
+            if generation != self._generation:
+                return _error(wire, 503, Fault(status=503, message="request outlived a reset of the fake"))
             if fault.status is not None:
                 return _error(wire, fault.status, fault)
             wants_stream = wire.wants_stream(body)

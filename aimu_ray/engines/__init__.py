@@ -1,0 +1,54 @@
+"""Engines: plain classes that turn a ``ChatRequest`` into one provider call, with no Ray in sight.
+
+``ENGINES`` maps a provider's wire protocol (``PROVIDERS[key].protocol``) to its engine class, and
+``EngineCache`` keeps one engine per protocol and endpoint so that concurrent requests share one SDK
+client and its connection pool. SDKs are imported only when an engine is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..models.providers import PROVIDERS
+from ..models.wire import ChatRequest
+from .anthropic import AnthropicEngine
+from .base import Engine
+from .ollama import OllamaEngine
+from .openai_compat import OpenAICompatEngine
+
+ENGINES: dict[str, type[Engine]] = {
+    "openai": OpenAICompatEngine,
+    "anthropic": AnthropicEngine,
+    "ollama": OllamaEngine,
+}
+
+
+class EngineCache:
+    """One engine per (protocol, endpoint), built on first use and reused by every later request."""
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple, Engine] = {}
+
+    def get(self, request: ChatRequest) -> Engine:
+        protocol = protocol_of(request.provider)
+        key = (protocol, request.endpoint.cache_key())
+        if key not in self._engines:
+            self._engines[key] = ENGINES[protocol](request.endpoint)
+        return self._engines[key]
+
+    async def aclose(self) -> None:
+        engines, self._engines = list(self._engines.values()), {}
+        await asyncio.gather(*(engine.aclose() for engine in engines))
+
+
+def protocol_of(provider: str) -> str:
+    """The wire protocol a provider key speaks, or a ValueError listing the keys that exist."""
+    spec = PROVIDERS.get(provider)
+    if spec is None or spec.protocol not in ENGINES:
+        known = ", ".join(key for key, s in PROVIDERS.items() if s.protocol in ENGINES)
+        raise ValueError(f"No remote engine for provider {provider!r}. Remote providers: {known}.")
+    return spec.protocol
+
+
+__all__ = ["ENGINES", "AnthropicEngine", "Engine", "EngineCache", "OllamaEngine", "OpenAICompatEngine",
+           "protocol_of"]

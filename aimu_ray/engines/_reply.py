@@ -1,0 +1,90 @@
+"""One accumulator for a model's answer, fed piece by piece by a stream or in one go by a whole reply.
+
+Both paths of every engine go through ``ReplyBuilder``, so ``chat`` and ``stream`` cannot disagree on
+how thinking is split, how tool-call fragments are joined or what the final ``ChatResult`` holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Hashable
+
+from ..models.messages import parse_arguments
+from ..models.thinking import ThinkingParser
+from ..models.wire import ChatDelta, ChatResult, ToolCall, Usage
+
+
+@dataclass
+class _PendingCall:
+    """A tool call still arriving: its arguments come whole (a dict) or as JSON fragments."""
+
+    id: str | None = None
+    name: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    fragments: list[str] = field(default_factory=list)
+
+    def done(self) -> ToolCall:
+        arguments = parse_arguments("".join(self.fragments)) if self.fragments else self.arguments
+        return ToolCall(id=self.id, name=self.name, arguments=arguments)
+
+
+class ReplyBuilder:
+    """Collects text, thinking, tool calls, usage and stop reason; ``add_*`` return the deltas to stream now."""
+
+    def __init__(self, parse_think_tags: bool = False):
+        self._parser = ThinkingParser() if parse_think_tags else None
+        self._tagged = False                                  # thinking came from <think> tags in the text
+        self._text: dict[str, list[str]] = {"thinking": [], "generating": []}
+        self._calls: dict[Hashable, _PendingCall] = {}
+        self.usage: Usage | None = None
+        self.stop_reason: str | None = None
+
+    def add_thinking(self, text: str | None) -> list[ChatDelta]:
+        """Reasoning from the provider's own field; once it is seen, ``<think>`` tags are no longer looked for."""
+        if not text:
+            return []
+        return self._stop_parsing() + self._emit("thinking", text)
+
+    def add_text(self, text: str | None) -> list[ChatDelta]:
+        if not text:
+            return []
+        if self._parser is None:
+            return self._emit("generating", text)
+        return self._emit_parsed(self._parser.feed(text))
+
+    def add_tool_call(self, key: Hashable | None = None, *, id: str | None = None, name: str | None = None,
+                      arguments: dict | str | None = None) -> None:
+        """Start or extend the call at ``key`` (a stream index); ``key=None`` is a new, complete call."""
+        call = self._calls.setdefault(object() if key is None else key, _PendingCall())
+        call.id = id or call.id
+        call.name = name or call.name
+        if isinstance(arguments, str):
+            call.fragments.append(arguments)
+        elif arguments:
+            call.arguments = dict(arguments)
+
+    def finish(self) -> list[ChatDelta | ChatResult]:
+        """A stream's last items: any text held back as a possible tag start, then the result."""
+        return [*self._stop_parsing(), self.result()]
+
+    def result(self) -> ChatResult:
+        self._stop_parsing()
+        thinking, content = ("".join(self._text[phase]) for phase in ("thinking", "generating"))
+        if self._tagged:                                      # as split_think_tags: no blank lines around the split
+            thinking, content = thinking.strip(), content.lstrip()
+        return ChatResult(content=content, thinking=thinking, tool_calls=[c.done() for c in self._calls.values()],
+                          usage=self.usage, stop_reason=self.stop_reason)
+
+    def _stop_parsing(self) -> list[ChatDelta]:
+        if self._parser is None:
+            return []
+        parts, self._parser = self._parser.flush(), None
+        return self._emit_parsed(parts)
+
+    def _emit_parsed(self, parts: list[tuple[str, str]]) -> list[ChatDelta]:
+        self._tagged = self._tagged or any(phase == "thinking" for phase, _ in parts)
+        return [delta for phase, piece in parts for delta in self._emit(phase, piece)]
+
+    def _emit(self, phase: str, text: str) -> list[ChatDelta]:
+        self._text[phase].append(text)
+        return [ChatDelta(phase=phase, text=text)]

@@ -1,0 +1,288 @@
+"""OllamaEngine against the loopback fake of Ollama's native /api/chat (JSON and NDJSON streams)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import socket
+
+import pytest
+
+from aimu_ray.engines import OllamaEngine
+from aimu_ray.engines import base as engine_base
+from aimu_ray.models import (ChatDelta, ChatRequest, ChatResult, ContextOverflowError, Endpoint, ModelConnectionError,
+                             ModelTimeoutError, ProviderError, ProviderResponseError, RateLimitError, ToolCall,
+                             UpstreamError, Usage)
+from tests.fakes import CONTEXT_LENGTH_EXCEEDED
+
+pytest_plugins = ["tests.fakes.fixtures"]
+
+SLOW_S = 0.3                    # a server delay well past the 0.1 s timeouts below
+KEY = "ollama-test-key-6b2f9e1d"
+USER = [{"role": "user", "content": "What time is it?"}]
+IMAGE = "data:image/png;base64,iVBORw0KGgo="
+TIME_TOOL = {"type": "function", "function": {
+    "name": "get_time", "description": "Current time.",
+    "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}}
+
+
+def make_request(base_url: str, *, max_retries: int = 0, timeout: float = 10.0, api_key: str | None = None,
+                 **fields) -> ChatRequest:
+    fields.setdefault("messages", USER)
+    fields.setdefault("params", {"think": False})
+    return ChatRequest(provider="ollama", model="qwen3:8b", **fields,
+                       endpoint=Endpoint(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout))
+
+
+async def run(request: ChatRequest) -> tuple[list[ChatDelta], ChatResult]:
+    """The deltas (none unless streaming) and the final result of one request on a fresh engine."""
+    engine = OllamaEngine(request.endpoint)
+    try:
+        if not request.stream:
+            return [], await engine.chat(request)
+        items = [item async for item in engine.stream(request)]
+        assert all(isinstance(item, ChatDelta) for item in items[:-1]) and isinstance(items[-1], ChatResult)
+        return items[:-1], items[-1]
+    finally:
+        await engine.aclose()
+
+
+async def failure(request: ChatRequest) -> Exception:
+    with pytest.raises(Exception) as caught:
+        await run(request)
+    return caught.value
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch):
+    monkeypatch.setattr(engine_base, "BASE_DELAY_S", 0.01)
+
+
+def text_of(deltas: list[ChatDelta], phase: str) -> str:
+    return "".join(d.text for d in deltas if d.phase == phase)
+
+
+# -- answers -----------------------------------------------------------------------------------------------
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_text_usage_and_stop_reason(fake, stream):
+    fake.reply("It is noon in Paris.", prompt_tokens=11, completion_tokens=7, finish="length")
+
+    deltas, result = await run(make_request(fake.url, stream=stream))
+
+    assert result.content == "It is noon in Paris." and result.stop_reason == "length"
+    assert result.usage == Usage(input_tokens=11, output_tokens=7, total_tokens=18)
+    if stream:
+        assert len(deltas) > 1 and text_of(deltas, "generating") == result.content
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_thinking_field_is_thinking(fake, stream):
+    fake.reply("Noon.", reasoning="The user wants the time.")
+
+    deltas, result = await run(make_request(fake.url, stream=stream, params={"think": True}))
+
+    assert (result.thinking, result.content) == ("The user wants the time.", "Noon.")
+    if stream:
+        assert [d.phase for d in deltas] == ["thinking"] * 5 + ["generating"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_think_tags_in_content_are_split_when_asked(fake, stream):
+    fake.reply("<think>\nThe user wants the time.\n</think>\n\nIt is noon.")
+
+    deltas, result = await run(make_request(fake.url, stream=stream, parse_think_tags=True))
+
+    assert (result.thinking, result.content) == ("The user wants the time.", "It is noon.")
+    if stream:
+        assert text_of(deltas, "thinking").strip() == result.thinking
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_calls_from_any_part_are_kept(fake, stream):
+    fake.reply("", tool_calls=[("get_time", {"tz": "UTC"}), ("get_time", {"tz": "Europe/Paris", "n": [1, 2]})])
+
+    deltas, result = await run(make_request(fake.url, stream=stream, tools=[TIME_TOOL]))
+
+    assert result.content == "" and deltas == []           # the calls rode on a part with empty content
+    assert result.tool_calls == [ToolCall(name="get_time", arguments={"tz": "UTC"}),
+                                 ToolCall(name="get_time", arguments={"tz": "Europe/Paris", "n": [1, 2]})]
+
+
+# -- the request on the wire -------------------------------------------------------------------------------
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_request_on_the_wire(fake, stream):
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                     {"type": "image_url", "image_url": {"url": IMAGE}}]},
+        {"role": "assistant", "tool_calls": [{"type": "function", "id": "abc123XYZ",
+                                              "function": {"name": "get_time", "arguments": {"tz": "UTC"}}}]},
+        {"role": "tool", "name": "get_time", "content": "12:00", "tool_call_id": "abc123XYZ"},
+    ]
+    params = {"options": {"num_ctx": 8192, "temperature": 0.2, "num_predict": 64}, "think": "high", "keep_alive": 60}
+
+    await run(make_request(fake.url, stream=stream, messages=messages, params=params, tools=[TIME_TOOL],
+                           api_key=KEY))
+
+    [sent] = fake.requests
+    body = sent.body
+    assert sent.path == "/api/chat" and sent.headers["authorization"] == f"Bearer {KEY}"
+    assert (body["model"], body["stream"], body["think"], body["keep_alive"]) == ("qwen3:8b", stream, "high", 60)
+    assert body["options"] == params["options"]
+    assert body["tools"][0]["function"]["name"] == "get_time"
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is this?", "images": ["iVBORw0KGgo="]},
+        {"role": "assistant", "tool_calls": [{"function": {"name": "get_time", "arguments": {"tz": "UTC"}}}]},
+        {"role": "tool", "content": "12:00", "tool_name": "get_time"},
+    ]
+
+
+@pytest.mark.asyncio
+async def test_image_links_are_refused_before_any_request(fake):
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                             {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]
+
+    with pytest.raises(ValueError, match="needs the image bytes"):
+        await run(make_request(fake.url, messages=messages))
+
+    assert fake.requests == []
+
+
+# -- failures and retries ----------------------------------------------------------------------------------
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_429_is_retried_then_a_rate_limit_error(fake, fast_backoff, stream):
+    for _ in range(2):
+        fake.fault(status=429)
+
+    error = await failure(make_request(fake.url, max_retries=1, stream=stream))
+
+    assert isinstance(error, RateLimitError) and error.status_code == 429 and len(fake.requests) == 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("status", [500, 503])
+async def test_5xx_is_retried_then_a_provider_error(fake, fast_backoff, status):
+    for _ in range(3):
+        fake.fault(status=status)
+
+    error = await failure(make_request(fake.url, max_retries=2))
+
+    assert type(error) is ProviderError and error.status_code == status and len(fake.requests) == 3
+    assert "ollama" in str(error)
+
+
+@pytest.mark.asyncio
+async def test_500_then_success(fake, fast_backoff):
+    fake.fault(status=500)
+
+    _, result = await run(make_request(fake.url, max_retries=1, stream=True))
+
+    assert result.content == "echo: What time is it?" and len(fake.requests) == 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_400_is_not_retried(fake, stream):
+    fake.fault(status=400, message='invalid options: unknown key "frobnicate"')
+
+    error = await failure(make_request(fake.url, max_retries=3, stream=stream))
+
+    assert type(error) is ProviderError and error.status_code == 400 and len(fake.requests) == 1
+    assert "frobnicate" in str(error)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("fault", [dict(status=500, message="no user query found in messages"),
+                                   dict(status=400, code=CONTEXT_LENGTH_EXCEEDED)])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_context_overflow_is_not_retried(fake, fault, stream):
+    fake.fault(**fault)
+
+    error = await failure(make_request(fake.url, max_retries=3, stream=stream))
+
+    assert isinstance(error, ContextOverflowError) and len(fake.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_no_user_query_without_a_user_turn_is_not_an_overflow(fake):
+    fake.fault(status=500, message="no user query found in messages")
+
+    error = await failure(make_request(fake.url, messages=[{"role": "system", "content": "Be brief."}]))
+
+    assert type(error) is ProviderError and error.status_code == 500
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_slow_answer_times_out(fake, stream):
+    fake.fault(delay_s=SLOW_S)
+
+    error = await failure(make_request(fake.url, timeout=0.1, stream=stream))
+
+    assert isinstance(error, ModelTimeoutError) and "ollama" in str(error)
+    await asyncio.sleep(SLOW_S)   # the abandoned server handler would take the next test's scripted reply
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_refused_connection_is_not_retried(caplog, stream):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    error = await failure(make_request(f"http://127.0.0.1:{port}", max_retries=3, stream=stream))
+
+    assert type(error) is ModelConnectionError and "retry" not in caplog.text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_malformed_body_is_a_response_error(fake, stream):
+    fake.fault(malformed=True)
+
+    error = await failure(make_request(fake.url, max_retries=2, stream=stream))
+
+    assert isinstance(error, ProviderResponseError) and len(fake.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_dropped_stream_is_a_response_error_after_the_text_so_far(fake):
+    fake.reply("one two three four five")
+    fake.fault(drop_after=2)
+    request = make_request(fake.url, max_retries=2, stream=True)
+    engine = OllamaEngine(request.endpoint)
+    received = []
+
+    with pytest.raises(ProviderResponseError):
+        async for item in engine.stream(request):
+            received.append(item)
+    await engine.aclose()
+
+    assert text_of(received, "generating") == "one two" and len(fake.requests) == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("fault", [dict(status=401), dict(status=429), dict(status=500)])
+async def test_the_key_never_leaks_even_when_the_server_echoes_it(fake, caplog, fast_backoff, fault):
+    caplog.set_level(logging.DEBUG)
+    for _ in range(2):
+        fake.fault(**fault, message=f"unauthorized: {KEY}")
+
+    error = await failure(make_request(fake.url, max_retries=1, api_key=KEY))
+
+    assert isinstance(error, ProviderError) and "***" in str(error)
+    assert error.__context__ is None and isinstance(error.__cause__, UpstreamError)
+    for text in (str(error), str(error.__cause__), caplog.text):
+        assert KEY not in text
+    assert KEY.encode() not in pickle.dumps(error)
