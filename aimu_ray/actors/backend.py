@@ -1,0 +1,157 @@
+"""The caller's side of the pool: pick a worker, send it the request, hand back answers and typed errors.
+
+One ``RemoteBackend`` per process (``remote_backend()``) serves every client in it. It works in any
+event loop, and in several at once (the sync API's background loop, a notebook's loop, a Ray actor's
+loop): it holds nothing bound to a loop, only Ray handles and counters behind a thread lock, and it
+never blocks a loop on ``ray.get``. A request costs one actor call: the manager is asked for the
+worker list on first use, after a worker is lost, and at most once every ``REFRESH_S`` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import threading
+import time
+from collections import Counter
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import RayActorError, RayTaskError
+
+from ..models.errors import MissingAPIKeyError, ModelConnectionError, ModelError
+from ..models.wire import ChatDelta, ChatRequest, ChatResult
+from ..runtime import ensure_ray
+from .pool import get_manager
+
+MAX_ATTEMPTS = 3     # workers tried for one request, each time the one running it died
+REFRESH_S = 1.0      # how old the cached worker list may get before one request refetches it (the pool grows)
+NO_WORKER_LEFT = (f"No pool worker could finish the request: {MAX_ATTEMPTS} died under it in a row. "
+                  "Check the Ray cluster's health (`ray status`).")
+
+
+class RemoteBackend:
+    """Sends each request to one worker of the shared pool, chosen by the power of two choices.
+
+    Two cached workers are drawn at random and the one with fewer requests in flight *from this
+    process* wins: no shared counters to ask, and many processes still spread their load. A request
+    whose worker died before it produced anything is sent to another worker.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the manager and the workers (after ``ray.shutdown`` their handles point at nothing)."""
+        with self._lock:
+            self._manager: ActorHandle | None = None
+            self._workers: dict[str, ActorHandle] = {}
+            self._in_flight: Counter[str] = Counter()
+            self._fetched_at = -math.inf
+            self._pending: ray.ObjectRef | None = None
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        lost, error = [], None
+        for _ in range(MAX_ATTEMPTS):
+            async with self._worker(lost) as (key, worker):
+                ref = worker.chat.remote(request)
+                try:
+                    return await ref
+                except RayTaskError as failure:
+                    raise _unwrapped(failure)
+                except RayActorError as failure:
+                    lost, error = [key], failure
+                except asyncio.CancelledError:
+                    ray.cancel(ref)
+                    raise
+        raise ModelConnectionError(NO_WORKER_LEFT) from error
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
+        """Deltas as the provider sends them, then the ``ChatResult``; closing it early cancels the work."""
+        lost, error = [], None
+        for _ in range(MAX_ATTEMPTS):
+            async with self._worker(lost) as (key, worker):
+                items = worker.stream.remote(request)
+                started = False
+                try:
+                    async for ref in items:
+                        item = await ref
+                        started = True
+                        yield item
+                    return
+                except RayTaskError as failure:
+                    raise _unwrapped(failure)
+                except RayActorError as failure:
+                    if started:
+                        raise ModelConnectionError(
+                            "The pool worker running this stream was lost mid-stream, after part of the answer "
+                            "had arrived; it was not retried because that would repeat text. Send it again.") \
+                            from failure
+                    lost, error = [key], failure
+                except (asyncio.CancelledError, GeneratorExit):
+                    ray.cancel(items)
+                    raise
+        raise ModelConnectionError(NO_WORKER_LEFT) from error
+
+    @asynccontextmanager
+    async def _worker(self, lost: list[str]):
+        """A worker for one attempt, counted in flight from this process until the attempt ends."""
+        if self._manager is None:
+            await asyncio.to_thread(self._connect)       # may start Ray: seconds, so off the loop
+        stale = time.monotonic() - self._fetched_at > REFRESH_S and self._pending is None
+        if lost or stale or not self._workers:
+            await self._fetch(lost)
+        with self._lock:
+            candidates = random.sample(list(self._workers.items()), min(2, len(self._workers)))
+            key, worker = min(candidates, key=lambda item: self._in_flight[item[0]])
+            self._in_flight[key] += 1
+        try:
+            yield key, worker
+        finally:
+            with self._lock:
+                self._in_flight[key] -= 1
+
+    def _connect(self) -> None:
+        with self._lock:
+            if self._manager is None:
+                ensure_ray()
+                self._manager = get_manager()
+
+    async def _fetch(self, lost: list[str]) -> None:
+        """Get the worker list from the manager; concurrent callers share one call unless they report a loss."""
+        with self._lock:
+            ref = self._pending
+            if ref is None or lost:
+                ref = self._pending = self._manager.workers.remote(lost)
+        try:
+            workers = await ref
+        finally:
+            with self._lock:
+                if self._pending is ref:
+                    self._pending = None
+        with self._lock:
+            self._workers = workers
+            self._fetched_at = time.monotonic()
+
+
+def _unwrapped(error: RayTaskError) -> BaseException:
+    """The exception the worker raised, instead of Ray's wrapper around it.
+
+    Typed model errors arrive as the worker raised them, with their own ``__cause__``. Anything else
+    is a bug, so it keeps Ray's wrapper (and the remote traceback) as its context.
+    """
+    cause = error.cause
+    cause.__suppress_context__ = isinstance(cause, (ModelError, MissingAPIKeyError))
+    return cause
+
+
+_backend = RemoteBackend()
+
+
+def remote_backend() -> RemoteBackend:
+    """This process's backend: one per process, so every client shares its worker handles."""
+    return _backend

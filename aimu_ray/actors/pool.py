@@ -1,0 +1,130 @@
+"""The pool manager: one named, detached actor per cluster that owns the workers and the limiter.
+
+Every process finds it by name (``get_manager``), so all clients on the cluster share one pool. It is
+never on a request's path: callers cache the worker handles it hands out and refresh them now and then.
+
+Scaling rule, checked every ``check_interval_s``: each worker is asked how many requests it is running;
+if the total divided by the number of workers (those still starting count, with none) is above
+``scale_up_at``, one worker is added, up to ``max_workers``. One step per check, and counting a worker
+from the moment it is asked for, keep a burst from starting many processes at once. The cap defaults to
+the cluster's CPU count: a worker is one Python process, so beyond one worker per core the SDK work
+gains nothing. The pool does not shrink: an idle worker costs memory but no CPU.
+
+Failures: a worker that does not answer because it died is replaced, and the limiter takes back the
+permits it held. Callers that see a worker die report it with ``workers(lost=...)``, which replaces
+it at once rather than at the next check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import RayActorError
+
+from ..runtime import PoolConfig
+from .limiter import LIMITER_NAME, MAX_CONCURRENCY, Limiter
+from .worker import PoolWorker
+
+logger = logging.getLogger("aimu_ray")
+
+NAMESPACE = "aimu_ray"
+MANAGER_NAME = "pool"
+
+
+@ray.remote
+class PoolManager:
+    def __init__(self, config: PoolConfig) -> None:
+        self._config = self._resolved(config)
+        self._limits: dict[str, int] = {}
+        self._limiter: ActorHandle | None = None
+        self._workers: dict[str, ActorHandle] = {}
+        self._fill()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def workers(self, lost: list[str] = ()) -> dict[str, ActorHandle]:
+        """The current workers by key, after replacing those the caller found dead."""
+        for key in lost:
+            if key in self._workers:
+                self._replace(key)
+        return dict(self._workers)
+
+    async def configure(self, config: PoolConfig | None, limits: dict[str, int] | None) -> None:
+        """New pool shape and/or provider limits; workers learn the limits before this returns."""
+        if config is not None:
+            self._config = self._resolved(config)
+            self._fill()
+        if limits is None:
+            return
+        self._limits = limits
+        if limits and self._limiter is None:
+            self._limiter = Limiter.options(name=LIMITER_NAME, namespace=NAMESPACE, get_if_exists=True,
+                                            num_cpus=0, max_concurrency=MAX_CONCURRENCY, max_restarts=-1,
+                                            max_task_retries=-1).remote()
+        if self._limiter is not None:
+            await self._limiter.set_limits.remote(limits)
+        await asyncio.gather(*(worker.set_limits.remote(limits, self._limiter)
+                               for worker in self._workers.values()), return_exceptions=True)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.check_interval_s)
+            try:
+                await self._check()
+            except Exception:                        # one bad check must not stop the watch for good
+                logger.exception("Pool check failed")
+
+    async def _check(self) -> None:
+        """Replace dead workers, then grow by one if the load per worker (starting ones included) is high."""
+        keys = list(self._workers)
+        futures = [asyncio.wrap_future(self._workers[key].in_flight.remote().future()) for key in keys]
+        await asyncio.wait(futures, timeout=4 * self._config.check_interval_s)
+        loads = []
+        for key, future in zip(keys, futures):
+            if not future.done():
+                future.cancel()                      # starting up, or too busy to say: no vote
+            elif isinstance(future.exception(), RayActorError):
+                self._replace(key)
+            elif future.exception() is None:
+                loads.append(future.result())
+        if sum(loads) / len(self._workers) > self._config.scale_up_at \
+                and len(self._workers) < self._config.max_workers:
+            self._spawn()
+
+    @staticmethod
+    def _resolved(config: PoolConfig) -> PoolConfig:
+        """``max_workers=None`` made concrete: the cluster's CPU count, and never below ``min_workers``."""
+        if config.max_workers is not None:
+            return config
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        return config.model_copy(update={"max_workers": max(cpus, config.min_workers)})
+
+    def _fill(self) -> None:
+        while len(self._workers) < self._config.min_workers:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        key = uuid.uuid4().hex[:12]
+        self._workers[key] = PoolWorker.options(
+            max_concurrency=self._config.max_concurrency, num_cpus=self._config.num_cpus,
+            scheduling_strategy="SPREAD").remote(key, self._limits, self._limiter)
+
+    def _replace(self, key: str) -> None:
+        ray.kill(self._workers.pop(key))            # a worker reported lost may only be unreachable
+        if self._limiter is not None:
+            self._limiter.release_holder.remote(key)
+        self._spawn()
+
+
+def get_manager(config: PoolConfig | None = None) -> ActorHandle:
+    """The cluster's pool manager, created by whoever asks first (``config`` applies only then)."""
+    return PoolManager.options(name=MANAGER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
+                               num_cpus=0, max_restarts=-1, max_task_retries=-1).remote(config or PoolConfig())
+
+
+def configure_pool(config: PoolConfig | None, limits: dict[str, int] | None) -> None:
+    """Apply ``aimu_ray.init(pool=..., max_in_flight=...)`` to the cluster's pool (blocks until applied)."""
+    ray.get(get_manager(config).configure.remote(config, limits))

@@ -1,0 +1,74 @@
+"""One worker of the shared pool: an async actor that runs any remote-provider request it is given.
+
+A worker keeps no conversation (the request carries the messages), only SDK clients (``EngineCache``),
+so any worker can serve any request and one can die without losing anything but its requests in
+flight. Retries against the provider happen inside the engines; the worker adds the cluster-wide
+in-flight limit, and only for providers that have one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import aclosing, asynccontextmanager
+from typing import AsyncIterator
+
+import ray
+from ray.actor import ActorHandle
+
+from ..engines import EngineCache
+from ..models.wire import ChatDelta, ChatRequest, ChatResult
+
+
+# A full worker (max_concurrency requests running) must still answer the manager: control calls get a
+# concurrency group of their own. They only read or swap attributes, so running on another thread is safe.
+CONTROL = "control"
+
+
+@ray.remote(concurrency_groups={CONTROL: 2})
+class PoolWorker:
+    def __init__(self, key: str, limits: dict[str, int], limiter: ActorHandle | None) -> None:
+        self._key = key
+        self._limits = limits
+        self._limiter = limiter
+        self._engines = EngineCache()
+        self._in_flight = 0
+        self._tickets = itertools.count()
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        async with self._admitted(request.provider):
+            return await self._engines.get(request).chat(request)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
+        async with self._admitted(request.provider):
+            async with aclosing(self._engines.get(request).stream(request)) as items:
+                async for item in items:
+                    yield item
+
+    @ray.method(concurrency_group=CONTROL)
+    def in_flight(self) -> int:
+        """Requests running now; the manager reads it to decide when the pool grows."""
+        return self._in_flight
+
+    @ray.method(concurrency_group=CONTROL)
+    def set_limits(self, limits: dict[str, int], limiter: ActorHandle | None) -> None:
+        self._limits = limits
+        self._limiter = limiter
+
+    @asynccontextmanager
+    async def _admitted(self, provider: str):
+        """Count the request, and hold a permit of the provider's limit around it if it has one.
+
+        The permit is released on every exit (answer, error, cancellation), and a release never waits:
+        the limiter accepts it even before the acquire it cancels.
+        """
+        limiter = self._limiter if provider in self._limits else None
+        ticket = f"{self._key}:{next(self._tickets)}"
+        self._in_flight += 1
+        try:
+            if limiter is not None:
+                await limiter.acquire.remote(provider, self._key, ticket)
+            yield
+        finally:
+            self._in_flight -= 1
+            if limiter is not None:
+                limiter.release.remote(ticket)

@@ -1,0 +1,243 @@
+"""The shared worker pool on a local Ray: requests through real engines and the OpenAI SDK to the fake
+server, workers dying under requests, the cluster-wide in-flight limit, growth, typed errors.
+
+One Ray for the module; each test gets a fresh pool (the manager is killed between tests, and its
+workers and limiter die with it), so pool settings and dead workers never leak from one test to the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from typing import Iterator
+
+import pytest
+import ray
+from ray.exceptions import RayTaskError
+
+import aimu_ray
+from aimu_ray.actors import remote_backend
+from aimu_ray.actors.limiter import LIMITER_NAME
+from aimu_ray.actors.pool import MANAGER_NAME, NAMESPACE, get_manager
+from aimu_ray.models.errors import ModelConnectionError, ProviderError, RateLimitError, UpstreamError
+from aimu_ray.models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint
+from aimu_ray.runtime import PoolConfig
+from tests.fakes import FakeServer
+
+pytestmark = pytest.mark.asyncio
+HANG_GUARD_S = 60      # only so that a broken limiter fails the test instead of hanging the run
+SLOW_S = 600           # a provider answer slower than any test waits: the request is surely in flight
+
+
+class PeakConcurrency:
+    """ASGI wrapper around the fake: the most HTTP requests it was answering at once since ``reset``.
+
+    Requests left hanging by an earlier test's killed worker are forgotten at ``reset``.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.active: set[object] = set()
+        self.peak = 0
+
+    def reset(self) -> None:
+        self.active.clear()
+        self.peak = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        token = object()
+        self.active.add(token)
+        self.peak = max(self.peak, len(self.active))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active.discard(token)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Iterator[None]:
+    aimu_ray.init(num_cpus=2)
+    yield
+    aimu_ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeServer]:
+    server = FakeServer()
+    server.app = PeakConcurrency(server.app)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def fake(server: FakeServer) -> FakeServer:
+    server.reset()
+    server.app.reset()
+    return server
+
+
+@pytest.fixture(autouse=True)
+def fresh_pool() -> Iterator[None]:
+    yield
+    remote_backend().reset()
+    try:
+        ray.kill(ray.get_actor(MANAGER_NAME, namespace=NAMESPACE))
+        while True:                          # until the name is free for the next test's manager
+            ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        pass
+
+
+def request(fake: FakeServer, text: str = "hi", **fields) -> ChatRequest:
+    endpoint = Endpoint(base_url=f"{fake.url}/v1", api_key="sk-test", max_retries=0)
+    return ChatRequest(provider="openai", model="fake-model", endpoint=endpoint,
+                       messages=[{"role": "user", "content": text}], **fields)
+
+
+def workers() -> dict:
+    return ray.get(get_manager().workers.remote())
+
+
+async def until(condition, interval_s: float = 0.02) -> None:
+    while not condition():
+        await asyncio.sleep(interval_s)
+
+
+async def test_chat_through_the_pool(fake):
+    fake.reply("Hello from the pool.", prompt_tokens=5, completion_tokens=4)
+    result = await remote_backend().chat(request(fake))
+    assert result.content == "Hello from the pool." and result.usage.input_tokens == 5
+    assert fake.requests[-1].body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+async def test_stream_arrives_in_pieces_then_the_result(fake):
+    fake.reply("Ray streams every piece.", reasoning="Think.")
+    items = [item async for item in remote_backend().stream(request(fake, stream=True))]
+    deltas, result = items[:-1], items[-1]
+    assert len(deltas) > 2 and all(isinstance(d, ChatDelta) for d in deltas)
+    assert "".join(d.text for d in deltas if d.phase == "generating") == "Ray streams every piece."
+    assert isinstance(result, ChatResult) and result.content == "Ray streams every piece."
+
+
+async def test_clients_in_other_threads_loops_and_processes_share_one_pool(fake):
+    ours = await remote_backend().chat(request(fake, "from the test loop"))
+    in_thread: list[ChatResult] = []
+    thread = threading.Thread(target=lambda: in_thread.append(
+        asyncio.run(remote_backend().chat(request(fake, "from another loop")))))
+    thread.start()
+    thread.join()
+    script = ("import asyncio, json, sys, ray\n"
+              "from aimu_ray.actors import remote_backend\n"
+              "from aimu_ray.actors.pool import get_manager\n"
+              "from aimu_ray.models.wire import ChatRequest\n"
+              "result = asyncio.run(remote_backend().chat(ChatRequest.model_validate_json(sys.argv[1])))\n"
+              "print(json.dumps([result.content, sorted(ray.get(get_manager().workers.remote()))]))\n")
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    done = subprocess.run([sys.executable, "-c", script, request(fake, "from another process").model_dump_json()],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=os.getcwd())
+    assert done.returncode == 0, done.stderr
+    content, their_workers = json.loads(done.stdout.splitlines()[-1])
+    assert [ours.content, in_thread[0].content, content] == [
+        "echo: from the test loop", "echo: from another loop", "echo: from another process"]
+    assert their_workers == sorted(workers())
+
+
+async def test_a_request_inside_another_ray_actor(fake):
+    @ray.remote
+    class Caller:
+        async def ask(self, req: ChatRequest) -> str:
+            return (await remote_backend().chat(req)).content
+
+    assert await Caller.remote().ask.remote(request(fake, "from an actor")) == "echo: from an actor"
+
+
+async def test_a_killed_worker_is_replaced(fake):
+    (key, worker), = workers().items()
+    await remote_backend().chat(request(fake))
+    ray.kill(worker)
+    assert (await remote_backend().chat(request(fake, "still here"))).content == "echo: still here"
+    assert key not in workers() and len(workers()) == 1
+
+
+async def test_a_request_on_a_worker_that_dies_is_retried_on_another(fake):
+    (_, worker), = workers().items()
+    fake.fault(delay_s=SLOW_S)               # the first request hangs on the provider...
+    pending = asyncio.create_task(remote_backend().chat(request(fake, "retry me")))
+    await until(lambda: len(fake.requests) == 1)
+    ray.kill(worker)                         # ...when its worker dies
+    assert (await pending).content == "echo: retry me"
+    assert len(fake.requests) == 2
+
+
+async def test_a_stream_that_already_sent_text_fails_typed_when_its_worker_dies(fake):
+    (_, worker), = workers().items()
+    fake.reply("one two three four five six")
+    fake.fault(chunk_delay_s=0.5)
+    stream = remote_backend().stream(request(fake, stream=True))
+    assert isinstance(await anext(stream), ChatDelta)
+    ray.kill(worker)
+    with pytest.raises(ModelConnectionError, match="mid-stream"):
+        async for _ in stream:
+            pass
+    assert len(fake.requests) == 1           # not retried: the text would have been repeated
+
+
+async def test_the_in_flight_limit_holds_across_workers(fake):
+    aimu_ray.init(pool=PoolConfig(min_workers=2), max_in_flight={"openai": 2})
+    fake.delay_s = 0.2
+    handles = list(workers().values())
+    assert len(handles) == 2
+    calls = [handles[i % 2].chat.remote(request(fake, f"n{i}")) for i in range(8)]
+    results = await asyncio.wait_for(asyncio.gather(*calls), HANG_GUARD_S)
+    assert sorted(r.content for r in results) == sorted(f"echo: n{i}" for i in range(8))
+    assert fake.app.peak == 2
+    limiter = ray.get_actor(LIMITER_NAME, namespace=NAMESPACE)
+    assert await limiter.in_use.remote() == {}
+
+
+async def test_permits_come_back_from_cancelled_requests_and_dead_workers(fake):
+    aimu_ray.init(max_in_flight={"openai": 1})
+    (_, worker), = workers().items()
+    fake.fault(delay_s=SLOW_S)
+    cancelled = asyncio.create_task(remote_backend().chat(request(fake, "cancel me")))
+    await until(lambda: len(fake.requests) == 1)
+    cancelled.cancel()
+    assert (await asyncio.wait_for(remote_backend().chat(request(fake, "next")), HANG_GUARD_S)).content == "echo: next"
+
+    fake.fault(delay_s=SLOW_S)
+    doomed = worker.chat.remote(request(fake, "dies holding the permit"))
+    await until(lambda: len(fake.requests) == 3)
+    ray.kill(worker)
+    answer = await asyncio.wait_for(remote_backend().chat(request(fake, "after")), HANG_GUARD_S)
+    assert answer.content == "echo: after"
+    with pytest.raises(ray.exceptions.RayActorError):
+        await doomed
+
+
+async def test_the_pool_grows_under_load(fake):
+    aimu_ray.init(pool=PoolConfig(min_workers=1, max_workers=3, scale_up_at=4, check_interval_s=0.1))
+    fake.delay_s = 1.0
+    results = await asyncio.gather(*(remote_backend().chat(request(fake, f"n{i}")) for i in range(40)))
+    assert len(results) == 40
+    assert 1 < len(workers()) <= 3
+
+
+async def test_errors_arrive_typed_not_wrapped_by_ray(fake):
+    fake.fault(status=429, retry_after=7)
+    with pytest.raises(RateLimitError) as caught:
+        await remote_backend().chat(request(fake))
+    assert not isinstance(caught.value, RayTaskError)
+    assert caught.value.status_code == 429 and caught.value.retry_after == 7
+    assert isinstance(caught.value.__cause__, UpstreamError)
+
+    fake.fault(status=400, message="bad request")
+    with pytest.raises(ProviderError) as caught:
+        async for _ in remote_backend().stream(request(fake, stream=True)):
+            pass
+    assert type(caught.value) is ProviderError and caught.value.status_code == 400
