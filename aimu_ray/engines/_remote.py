@@ -1,6 +1,6 @@
 """The part every remote engine shares: the retry loop and error translation around one provider call.
 
-A subclass only converts the request (``_prepare``) and makes one attempt (``_complete`` or
+A subclass only converts the conversation and tools (``_conversation``, ``_tools``) and makes one attempt (``_complete`` or
 ``_stream_once``); ``chat`` and ``stream`` here add the rest, written once, so every provider retries,
 backs off and fails the same way and an engine used directly (a unit test, a Serve replica) is as safe as
 one used through an actor.
@@ -67,9 +67,20 @@ class RemoteEngine(ABC):
     async def aclose(self) -> None:
         await self._client.close()
 
-    @abstractmethod
     def _prepare(self, request: ChatRequest) -> dict[str, Any]:
         """The SDK call's keyword arguments. Runs once, before any attempt: a bad input fails here, unretried."""
+        kwargs = {**request.params, "model": request.model, **self._conversation(request.messages)}
+        if request.tools:
+            kwargs["tools"] = self._tools(request.tools)
+        return kwargs
+
+    @abstractmethod
+    def _conversation(self, messages: list[dict]) -> dict[str, Any]:
+        """The messages in the provider's format, as SDK keyword arguments (``messages``, maybe ``system``)."""
+
+    def _tools(self, tools: list[dict]) -> list[dict]:
+        """OpenAI function specs in the provider's format; OpenAI-compatible servers and Ollama take them as is."""
+        return tools
 
     @abstractmethod
     async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:

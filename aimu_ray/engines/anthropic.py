@@ -21,14 +21,12 @@ class AnthropicEngine(RemoteEngine):
         anthropic = import_sdk(self.protocol)
         self._client = anthropic.AsyncAnthropic(**sdk_client_options(endpoint))
 
-    def _prepare(self, request: ChatRequest) -> dict[str, Any]:
-        system, messages = anthropic_messages(request.messages)
-        kwargs = {**request.params, "model": request.model, "messages": messages}
-        if system:
-            kwargs["system"] = system
-        if request.tools:
-            kwargs["tools"] = anthropic_tools(request.tools)
-        return kwargs
+    def _conversation(self, messages: list[dict]) -> dict[str, Any]:
+        system, converted = anthropic_messages(messages)
+        return {"messages": converted, "system": system} if system else {"messages": converted}
+
+    def _tools(self, tools: list[dict]) -> list[dict]:
+        return anthropic_tools(tools)
 
     async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:
         message = await self._client.messages.create(**kwargs)

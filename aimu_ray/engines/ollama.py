@@ -30,11 +30,8 @@ class OllamaEngine(RemoteEngine):
         self._client = ollama.AsyncClient(host=endpoint.base_url, timeout=endpoint.timeout, headers=headers,
                                           limits=httpx.Limits(**POOL_LIMITS))
 
-    def _prepare(self, request: ChatRequest) -> dict[str, Any]:
-        kwargs = {**request.params, "model": request.model, "messages": ollama_messages(request.messages)}
-        if request.tools:
-            kwargs["tools"] = request.tools
-        return kwargs
+    def _conversation(self, messages: list[dict]) -> dict[str, Any]:
+        return {"messages": ollama_messages(messages)}
 
     async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:
         response = await self._client.chat(**{**kwargs, "stream": False})

@@ -22,11 +22,8 @@ class OpenAICompatEngine(RemoteEngine):
         openai = import_sdk(self.protocol)
         self._client = openai.AsyncOpenAI(**sdk_client_options(endpoint, default_key=NO_KEY))
 
-    def _prepare(self, request: ChatRequest) -> dict[str, Any]:
-        kwargs = {**request.params, "model": request.model, "messages": openai_wire_messages(request.messages)}
-        if request.tools:
-            kwargs["tools"] = request.tools
-        return kwargs
+    def _conversation(self, messages: list[dict]) -> dict[str, Any]:
+        return {"messages": openai_wire_messages(messages)}
 
     async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:
         response = await self._client.chat.completions.create(**kwargs)

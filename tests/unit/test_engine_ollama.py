@@ -10,11 +10,11 @@ import socket
 import pytest
 
 from aimu_ray.engines import OllamaEngine
-from aimu_ray.engines import base as engine_base
-from aimu_ray.models import (ChatDelta, ChatRequest, ChatResult, ContextOverflowError, Endpoint, ModelConnectionError,
+from aimu_ray.models import (ChatRequest, ContextOverflowError, Endpoint, ModelConnectionError,
                              ModelTimeoutError, ProviderError, ProviderResponseError, RateLimitError, ToolCall,
                              UpstreamError, Usage)
 from tests.fakes import CONTEXT_LENGTH_EXCEEDED
+from tests.unit.engine_kit import failure, run, text_of
 
 pytest_plugins = ["tests.fakes.fixtures"]
 
@@ -34,33 +34,6 @@ def make_request(base_url: str, *, max_retries: int = 0, timeout: float = 10.0, 
     return ChatRequest(provider="ollama", model="qwen3:8b", **fields,
                        endpoint=Endpoint(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout))
 
-
-async def run(request: ChatRequest) -> tuple[list[ChatDelta], ChatResult]:
-    """The deltas (none unless streaming) and the final result of one request on a fresh engine."""
-    engine = OllamaEngine(request.endpoint)
-    try:
-        if not request.stream:
-            return [], await engine.chat(request)
-        items = [item async for item in engine.stream(request)]
-        assert all(isinstance(item, ChatDelta) for item in items[:-1]) and isinstance(items[-1], ChatResult)
-        return items[:-1], items[-1]
-    finally:
-        await engine.aclose()
-
-
-async def failure(request: ChatRequest) -> Exception:
-    with pytest.raises(Exception) as caught:
-        await run(request)
-    return caught.value
-
-
-@pytest.fixture
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(engine_base, "BASE_DELAY_S", 0.01)
-
-
-def text_of(deltas: list[ChatDelta], phase: str) -> str:
-    return "".join(d.text for d in deltas if d.phase == phase)
 
 
 # -- answers -----------------------------------------------------------------------------------------------

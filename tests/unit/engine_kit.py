@@ -1,0 +1,31 @@
+"""What the engine tests share: run one request on a fresh engine, catch its failure, join its deltas."""
+
+from __future__ import annotations
+
+import pytest
+
+from aimu_ray.engines import ENGINES, protocol_of
+from aimu_ray.models import ChatDelta, ChatRequest, ChatResult
+
+
+async def run(request: ChatRequest) -> tuple[list[ChatDelta], ChatResult]:
+    """The deltas (none unless streaming) and the final result of one request on a fresh engine."""
+    engine = ENGINES[protocol_of(request.provider)](request.endpoint)
+    try:
+        if not request.stream:
+            return [], await engine.chat(request)
+        items = [item async for item in engine.stream(request)]
+        assert all(isinstance(item, ChatDelta) for item in items[:-1]) and isinstance(items[-1], ChatResult)
+        return items[:-1], items[-1]
+    finally:
+        await engine.aclose()
+
+
+async def failure(request: ChatRequest) -> Exception:
+    with pytest.raises(Exception) as caught:
+        await run(request)
+    return caught.value
+
+
+def text_of(deltas: list[ChatDelta], phase: str) -> str:
+    return "".join(d.text for d in deltas if d.phase == phase)
