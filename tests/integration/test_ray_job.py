@@ -1,0 +1,75 @@
+"""aimu_ray from a ``ray job submit`` job: a real head node (``ray start --head``), a submitted driver, the
+pool found on that cluster, a loopback provider answering. No in-process Ray in this module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aimu_ray.demo.servers import free_port
+
+pytest_plugins = ["tests.fakes.fixtures"]
+
+RAY = str(Path(sys.executable).with_name("ray"))
+JOB = """
+import aimu_ray
+c = aimu_ray.client("vllm:m@{url}/v1", system="job")
+print("ANSWER", c.chat("from a job"), len(c.messages))
+"""
+
+
+@pytest.fixture(scope="module")
+def head_node(tmp_path_factory):
+    """A one-node cluster with the job server, stopped (with everything it started) at the end."""
+    port, dashboard = free_port(), free_port()
+    temp = tmp_path_factory.mktemp("ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=true", f"--dashboard-port={dashboard}",
+                             f"--temp-dir={temp}", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{address}/api/version", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        os.killpg(head.pid, signal.SIGKILL)
+        pytest.fail("the Ray head node's job server did not come up in 90 s")
+    yield address, env
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def submit(address: str, env: dict, code: str) -> subprocess.CompletedProcess:
+    """``ray job submit``, retried while the head's job agent is still starting (it lags the dashboard)."""
+    deadline = time.monotonic() + 90
+    while True:
+        job = subprocess.run([RAY, "job", "submit", f"--address={address}", "--", sys.executable, "-c", code],
+                             env=env, capture_output=True, text=True, timeout=180)
+        if "No available agent" not in job.stderr + job.stdout or time.monotonic() > deadline:
+            return job
+        time.sleep(1)
+
+
+def test_a_submitted_job_chats_through_the_clusters_pool(head_node, fake):
+    job = submit(*head_node, JOB.format(url=fake.url))
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
+    assert "ANSWER echo: from a job 3" in job.stdout
+    assert fake.requests[-1].body["messages"][0] == {"role": "system", "content": "job"}
