@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from . import aio
-from .models.errors import (ContextOverflowError, MissingAPIKeyError, ModelConnectionError, ModelError,
+from .models.errors import (ConnectionDroppedError, ContextOverflowError, MissingAPIKeyError, ModelConnectionError, ModelError,
                             ModelRefusalError, ModelTimeoutError, ProviderError, ProviderResponseError,
                             RateLimitError)
 from .models.stream import StreamChunk, StreamingContentType
@@ -17,7 +17,7 @@ from .models.tools import tool
 from .sync import TextClient, iterate, run
 
 __all__ = [
-    "ContextOverflowError", "MissingAPIKeyError", "ModelConnectionError", "ModelError", "ModelRefusalError",
+    "ConnectionDroppedError", "ContextOverflowError", "MissingAPIKeyError", "ModelConnectionError", "ModelError", "ModelRefusalError",
     "ModelTimeoutError", "ProviderError", "ProviderResponseError", "RateLimitError", "StreamChunk",
     "StreamingContentType", "TextClient", "aio", "chat", "client", "init", "shutdown", "tool",
 ]

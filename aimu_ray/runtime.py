@@ -31,7 +31,8 @@ class PoolConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    min_workers: PositiveInt = 1
+    min_workers: PositiveInt = Field(2, description="two: a burst finds more than one core's worth of SDK "
+                                                    "work ready, and a dead worker's requests retry at once")
     max_workers: PositiveInt | None = Field(None, description="None: one per CPU of the cluster when the pool "
                                                               "is created (a worker is one process: one core)")
     max_concurrency: PositiveInt = Field(1000, description="requests one worker runs at once")

@@ -35,6 +35,9 @@ class _Ticket:
 
 @ray.remote
 class Limiter:
+    """Every method is a coroutine on purpose: they then all run on the actor's one event loop, which
+    the permit futures need (a sync method or a concurrency group would run on another thread)."""
+
     def __init__(self) -> None:
         self._limits: dict[str, int] = {}
         self._tickets: dict[str, _Ticket] = {}

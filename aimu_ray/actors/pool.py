@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Sequence
 
 import ray
 from ray.actor import ActorHandle
@@ -45,15 +46,17 @@ class PoolManager:
         self._fill()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
-    async def workers(self, lost: list[str] = ()) -> dict[str, ActorHandle]:
+    async def workers(self, lost: Sequence[str] = ()) -> dict[str, ActorHandle]:
         """The current workers by key, after replacing those the caller found dead."""
         for key in lost:
-            if key in self._workers:
-                self._replace(key)
+            self._replace(key)
         return dict(self._workers)
 
     async def configure(self, config: PoolConfig | None, limits: dict[str, int] | None) -> None:
-        """New pool shape and/or provider limits; workers learn the limits before this returns."""
+        """New pool shape and/or provider limits; workers learn the limits before this returns.
+
+        A new shape applies to workers started from now on; the pool grows to ``min_workers`` at once.
+        """
         if config is not None:
             self._config = self._resolved(config)
             self._fill()
@@ -66,6 +69,7 @@ class PoolManager:
                                             max_task_retries=-1).remote()
         if self._limiter is not None:
             await self._limiter.set_limits.remote(limits)
+        # A worker that died meanwhile is ignored here: its replacement starts with the new limits.
         await asyncio.gather(*(worker.set_limits.remote(limits, self._limiter)
                                for worker in self._workers.values()), return_exceptions=True)
 
@@ -113,7 +117,11 @@ class PoolManager:
             scheduling_strategy="SPREAD").remote(key, self._limits, self._limiter)
 
     def _replace(self, key: str) -> None:
-        ray.kill(self._workers.pop(key))            # a worker reported lost may only be unreachable
+        """Swap a dead worker for a new one, once: callers and the watch may both report the same death."""
+        worker = self._workers.pop(key, None)
+        if worker is None:
+            return
+        ray.kill(worker)                             # a worker reported lost may only be unreachable
         if self._limiter is not None:
             self._limiter.release_holder.remote(key)
         self._spawn()

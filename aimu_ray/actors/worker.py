@@ -17,7 +17,7 @@ from ray.actor import ActorHandle
 
 from ..engines import EngineCache
 from ..models.wire import ChatDelta, ChatRequest, ChatResult
-
+from .streaming import coalesce
 
 # A full worker (max_concurrency requests running) must still answer the manager: control calls get a
 # concurrency group of their own. They only read or swap attributes, so running on another thread is safe.
@@ -38,11 +38,12 @@ class PoolWorker:
         async with self._admitted(request.provider):
             return await self._engines.get(request).chat(request)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
+    async def stream(self, request: ChatRequest) -> AsyncIterator[list[ChatDelta | ChatResult]]:
+        """The engine's stream in batches of what is ready (see ``streaming.coalesce``)."""
         async with self._admitted(request.provider):
-            async with aclosing(self._engines.get(request).stream(request)) as items:
-                async for item in items:
-                    yield item
+            async with aclosing(coalesce(self._engines.get(request).stream(request))) as batches:
+                async for batch in batches:
+                    yield batch
 
     @ray.method(concurrency_group=CONTROL)
     def in_flight(self) -> int:
@@ -62,7 +63,7 @@ class PoolWorker:
         the limiter accepts it even before the acquire it cancels.
         """
         limiter = self._limiter if provider in self._limits else None
-        ticket = f"{self._key}:{next(self._tickets)}"
+        ticket = None if limiter is None else f"{self._key}:{next(self._tickets)}"
         self._in_flight += 1
         try:
             if limiter is not None:

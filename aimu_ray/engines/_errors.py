@@ -16,7 +16,8 @@ from typing import Any, Iterator, Mapping
 
 from pydantic import ValidationError
 
-from ..models.errors import (ContextOverflowError, ModelConnectionError, ModelError, ModelTimeoutError,
+from ..models.errors import (ConnectionDroppedError, ContextOverflowError, ModelConnectionError, ModelError,
+                             ModelTimeoutError,
                              ProviderError, ProviderResponseError, RateLimitError, UpstreamError, redact)
 from ..models.providers import PROVIDERS
 from ..models.wire import ChatRequest
@@ -63,7 +64,12 @@ def _unreachable(request: ChatRequest, detail: str) -> ModelConnectionError:
                                                "server is running and that the address is right."))
 
 
-_TRANSPORT_ERRORS = {"timeout": _timed_out, "connect": _unreachable, "broken": malformed_reply}
+def _dropped(request: ChatRequest, detail: str) -> ConnectionDroppedError:
+    return ConnectionDroppedError(_text(request, f"The connection to {_where(request)} broke ({detail}). "
+                                                 "Try again; if it repeats, check the network and the server."))
+
+
+_TRANSPORT_ERRORS = {"timeout": _timed_out, "connect": _unreachable, "dropped": _dropped, "broken": malformed_reply}
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -127,11 +133,13 @@ def _overflows(request: ChatRequest, status: int | None, code: str | None, messa
 
 
 def _transport_failure(error: BaseException) -> tuple[str | None, BaseException]:
-    """``timeout``, ``connect`` or ``broken`` (the reply broke off or is not JSON), with the error that says so."""
+    """``timeout``, ``connect``, ``dropped`` (the connection broke) or ``broken`` (the reply is not the protocol),
+    with the error that says so. ``ConnectError`` is a network error too, so ``connect`` is tried first."""
     chain = list(_causes(error))
     kinds = (
         ("timeout", _loaded(_SDKS, "APITimeoutError") + _loaded(_HTTP, "TimeoutException") + (TimeoutError,)),
         ("connect", _loaded(_HTTP, "ConnectError") + (ConnectionRefusedError, socket.gaierror)),
+        ("dropped", _loaded(_HTTP, "NetworkError") + _loaded(_HTTP, "RemoteProtocolError") + (ConnectionResetError,)),
         ("broken", _loaded(_HTTP, "TransportError") + _loaded(_SDKS, "APIResponseValidationError")
          + (json.JSONDecodeError, ValidationError)),
         ("connect", _loaded(_SDKS, "APIConnectionError") + (ConnectionError,)),

@@ -15,7 +15,7 @@ import random
 from contextlib import aclosing
 from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
-from ..models.errors import ModelTimeoutError, ProviderError
+from ..models.errors import ConnectionDroppedError, ModelTimeoutError, ProviderError
 from ..models.wire import ChatDelta, ChatRequest, ChatResult
 
 logger = logging.getLogger("aimu_ray")
@@ -35,8 +35,8 @@ class Engine(Protocol):
 
 
 def is_retryable(error: BaseException) -> bool:
-    """429, 5xx (and 408/409) and timeouts; never 4xx, refused connections or broken protocol."""
-    if isinstance(error, ModelTimeoutError):
+    """429, 5xx (and 408/409), timeouts and dropped connections; never 4xx, refusals or broken protocol."""
+    if isinstance(error, (ModelTimeoutError, ConnectionDroppedError)):
         return True
     return isinstance(error, ProviderError) and error.retryable
 

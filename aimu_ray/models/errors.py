@@ -28,6 +28,13 @@ class ModelConnectionError(ModelError):
     """The model could not be reached: refused connection, DNS failure, lost worker."""
 
 
+class ConnectionDroppedError(ModelConnectionError):
+    """The connection broke under a request: reset, or a kept-alive connection the server had closed.
+
+    Retried while nothing has reached the caller (the SDKs do the same); fails typed after that.
+    """
+
+
 class ModelTimeoutError(ModelConnectionError):
     """The model did not answer in time, after the retries allowed."""
 

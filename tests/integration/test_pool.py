@@ -8,6 +8,7 @@ workers and limiter die with it), so pool settings and dead workers never leak f
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import subprocess
@@ -100,13 +101,28 @@ def request(fake: FakeServer, text: str = "hi", **fields) -> ChatRequest:
                        messages=[{"role": "user", "content": text}], **fields)
 
 
-def workers() -> dict:
-    return ray.get(get_manager().workers.remote())
+async def workers() -> dict:
+    return await get_manager().workers.remote()
 
 
-async def until(condition, interval_s: float = 0.02) -> None:
-    while not condition():
-        await asyncio.sleep(interval_s)
+async def until(predicate) -> None:
+    """Poll ``predicate`` (plain or async) until it holds."""
+    while True:
+        held = predicate()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def busy_worker() -> tuple:
+    """The worker running this test's one request in flight."""
+    while True:
+        for key, worker in (await workers()).items():
+            if await worker.in_flight.remote():
+                return key, worker
+        await asyncio.sleep(0.02)
 
 
 async def test_chat_through_the_pool(fake):
@@ -145,7 +161,7 @@ async def test_clients_in_other_threads_loops_and_processes_share_one_pool(fake)
     content, their_workers = json.loads(done.stdout.splitlines()[-1])
     assert [ours.content, in_thread[0].content, content] == [
         "echo: from the test loop", "echo: from another loop", "echo: from another process"]
-    assert their_workers == sorted(workers())
+    assert their_workers == sorted(await workers())
 
 
 async def test_a_request_inside_another_ray_actor(fake):
@@ -158,29 +174,34 @@ async def test_a_request_inside_another_ray_actor(fake):
 
 
 async def test_a_killed_worker_is_replaced(fake):
-    (key, worker), = workers().items()
     await remote_backend().chat(request(fake))
+    key, worker = next(iter((await workers()).items()))
     ray.kill(worker)
-    assert (await remote_backend().chat(request(fake, "still here"))).content == "echo: still here"
-    assert key not in workers() and len(workers()) == 1
+    answers = await asyncio.gather(*(remote_backend().chat(request(fake, f"n{i}")) for i in range(6)))
+    assert [a.content for a in answers] == [f"echo: n{i}" for i in range(6)]
+
+    async def replaced() -> bool:
+        now = await workers()
+        return key not in now and len(now) == 2
+    await until(replaced)
 
 
 async def test_a_request_on_a_worker_that_dies_is_retried_on_another(fake):
-    (_, worker), = workers().items()
     fake.fault(delay_s=SLOW_S)               # the first request hangs on the provider...
     pending = asyncio.create_task(remote_backend().chat(request(fake, "retry me")))
     await until(lambda: len(fake.requests) == 1)
+    _, worker = await busy_worker()
     ray.kill(worker)                         # ...when its worker dies
     assert (await pending).content == "echo: retry me"
     assert len(fake.requests) == 2
 
 
 async def test_a_stream_that_already_sent_text_fails_typed_when_its_worker_dies(fake):
-    (_, worker), = workers().items()
     fake.reply("one two three four five six")
     fake.fault(chunk_delay_s=0.5)
     stream = remote_backend().stream(request(fake, stream=True))
     assert isinstance(await anext(stream), ChatDelta)
+    _, worker = await busy_worker()
     ray.kill(worker)
     with pytest.raises(ModelConnectionError, match="mid-stream"):
         async for _ in stream:
@@ -189,21 +210,24 @@ async def test_a_stream_that_already_sent_text_fails_typed_when_its_worker_dies(
 
 
 async def test_the_in_flight_limit_holds_across_workers(fake):
-    aimu_ray.init(pool=PoolConfig(min_workers=2), max_in_flight={"openai": 2})
+    aimu_ray.init(max_in_flight={"openai": 2})
     fake.delay_s = 0.2
-    handles = list(workers().values())
+    handles = list((await workers()).values())
     assert len(handles) == 2
     calls = [handles[i % 2].chat.remote(request(fake, f"n{i}")) for i in range(8)]
     results = await asyncio.wait_for(asyncio.gather(*calls), HANG_GUARD_S)
     assert sorted(r.content for r in results) == sorted(f"echo: n{i}" for i in range(8))
     assert fake.app.peak == 2
     limiter = ray.get_actor(LIMITER_NAME, namespace=NAMESPACE)
-    assert await limiter.in_use.remote() == {}
+
+    async def all_returned() -> bool:         # workers release without waiting, so look until they land
+        return await limiter.in_use.remote() == {}
+    await asyncio.wait_for(until(all_returned), HANG_GUARD_S)
 
 
 async def test_permits_come_back_from_cancelled_requests_and_dead_workers(fake):
     aimu_ray.init(max_in_flight={"openai": 1})
-    (_, worker), = workers().items()
+    _, worker = next(iter((await workers()).items()))
     fake.fault(delay_s=SLOW_S)
     cancelled = asyncio.create_task(remote_backend().chat(request(fake, "cancel me")))
     await until(lambda: len(fake.requests) == 1)
@@ -220,12 +244,23 @@ async def test_permits_come_back_from_cancelled_requests_and_dead_workers(fake):
         await doomed
 
 
+async def test_closing_a_stream_early_cancels_it_and_returns_its_permit(fake):
+    aimu_ray.init(max_in_flight={"openai": 1})
+    fake.reply("word " * 1000)               # half a second a word: the stream would run for minutes
+    fake.fault(chunk_delay_s=0.5)
+    stream = remote_backend().stream(request(fake, stream=True))
+    assert isinstance(await anext(stream), ChatDelta)
+    await stream.aclose()
+    answer = await asyncio.wait_for(remote_backend().chat(request(fake, "next")), HANG_GUARD_S)
+    assert answer.content == "echo: next"
+
+
 async def test_the_pool_grows_under_load(fake):
     aimu_ray.init(pool=PoolConfig(min_workers=1, max_workers=3, scale_up_at=4, check_interval_s=0.1))
     fake.delay_s = 1.0
     results = await asyncio.gather(*(remote_backend().chat(request(fake, f"n{i}")) for i in range(40)))
     assert len(results) == 40
-    assert 1 < len(workers()) <= 3
+    assert 1 < len(await workers()) <= 3
 
 
 async def test_errors_arrive_typed_not_wrapped_by_ray(fake):

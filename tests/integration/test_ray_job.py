@@ -4,6 +4,7 @@ pool found on that cluster, a loopback provider answering. No in-process Ray in 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -49,11 +50,14 @@ def head_node(tmp_path_factory):
         os.killpg(head.pid, signal.SIGKILL)
         pytest.fail("the Ray head node's job server did not come up in 90 s")
     yield address, env
-    os.killpg(head.pid, signal.SIGTERM)
+    os.killpg(head.pid, signal.SIGINT)       # `ray start --block` stops what it started on Ctrl-C
     try:
-        head.wait(30)
+        head.wait(15)
     except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)  # and anything of the group still alive
+
     shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -15,6 +15,7 @@ import pytest
 from aimu_ray.engines import AnthropicEngine
 from aimu_ray.engines._errors import translate
 from aimu_ray.engines.anthropic import anthropic_messages
+from aimu_ray.models.errors import ConnectionDroppedError
 from aimu_ray.models import (ChatDelta, ChatRequest, ContextOverflowError, Endpoint, ModelConnectionError,
                              ModelRefusalError, ModelTimeoutError, ProviderError, ProviderResponseError,
                              RateLimitError, ToolCall, UpstreamError, Usage)
@@ -268,14 +269,14 @@ async def test_malformed_body_is_a_response_error(fake, stream):
 
 
 @pytest.mark.asyncio
-async def test_dropped_stream_is_a_response_error_after_the_text_so_far(fake):
+async def test_dropped_stream_fails_typed_after_the_text_so_far_without_retry(fake):
     fake.reply("one two three four five")
     fake.fault(drop_after=5)             # message_start, ping, block start, "one", " two"
     request = make_request(fake.url, max_retries=2, stream=True)
     engine = AnthropicEngine(request.endpoint)
     received = []
 
-    with pytest.raises(ProviderResponseError):
+    with pytest.raises(ConnectionDroppedError):
         async for item in engine.stream(request):
             received.append(item)
     await engine.aclose()

@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from aimu_ray.engines import OllamaEngine
+from aimu_ray.models.errors import ConnectionDroppedError
 from aimu_ray.models import (ChatRequest, ContextOverflowError, Endpoint, ModelConnectionError,
                              ModelTimeoutError, ProviderError, ProviderResponseError, RateLimitError, ToolCall,
                              UpstreamError, Usage)
@@ -230,14 +231,14 @@ async def test_malformed_body_is_a_response_error(fake, stream):
 
 
 @pytest.mark.asyncio
-async def test_dropped_stream_is_a_response_error_after_the_text_so_far(fake):
+async def test_dropped_stream_fails_typed_after_the_text_so_far_without_retry(fake):
     fake.reply("one two three four five")
     fake.fault(drop_after=2)
     request = make_request(fake.url, max_retries=2, stream=True)
     engine = OllamaEngine(request.endpoint)
     received = []
 
-    with pytest.raises(ProviderResponseError):
+    with pytest.raises(ConnectionDroppedError):
         async for item in engine.stream(request):
             received.append(item)
     await engine.aclose()

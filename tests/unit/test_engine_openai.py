@@ -21,6 +21,7 @@ from aimu_ray.engines import ENGINES, AnthropicEngine, EngineCache, OllamaEngine
 from aimu_ray.engines._errors import translate
 from aimu_ray.engines._reply import ReplyBuilder
 from aimu_ray.engines.openai_compat import _absorb
+from aimu_ray.models.errors import ConnectionDroppedError
 from aimu_ray.models import (ChatDelta, ChatRequest, ContextOverflowError, Endpoint,
                              ModelConnectionError, ModelTimeoutError, ProviderError, ProviderResponseError,
                              RateLimitError, ToolCall, UpstreamError, Usage)
@@ -326,19 +327,27 @@ async def test_malformed_body_is_a_response_error(fake, stream):
 
 
 @pytest.mark.asyncio
-async def test_dropped_stream_is_a_response_error_after_the_text_so_far(fake):
+async def test_dropped_stream_fails_typed_after_the_text_so_far_without_retry(fake):
     fake.reply("one two three four five")
     fake.fault(drop_after=3)
     request = make_request(fake.url + "/v1", max_retries=2, stream=True)
     engine = OpenAICompatEngine(request.endpoint)
     received = []
 
-    with pytest.raises(ProviderResponseError):
+    with pytest.raises(ConnectionDroppedError):
         async for item in engine.stream(request):
             received.append(item)
     await engine.aclose()
 
     assert text_of(received, "generating") == "one two" and len(fake.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_connection_dropped_before_any_answer_is_retried(fake, fast_backoff):
+    """What a worker meets when a provider closed a kept-alive connection: the next attempt succeeds."""
+    fake.fault(drop_after=0)
+    deltas, result = await run(make_request(fake.url + "/v1", max_retries=1, stream=True))
+    assert result.content == "echo: What time is it?" and len(fake.requests) == 2
 
 
 @pytest.mark.asyncio
