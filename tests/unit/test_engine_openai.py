@@ -3,11 +3,7 @@ plus what every engine shares: the reply accumulator and the engine cache."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import pickle
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +17,13 @@ from aimu_ray.engines import ENGINES, AnthropicEngine, EngineCache, OllamaEngine
 from aimu_ray.engines._errors import translate
 from aimu_ray.engines._reply import ReplyBuilder
 from aimu_ray.engines.openai_compat import _absorb
-from aimu_ray.models.errors import ConnectionDroppedError
 from aimu_ray.models import (ChatDelta, ChatRequest, ContextOverflowError, Endpoint,
-                             ModelConnectionError, ModelTimeoutError, ProviderError, ProviderResponseError,
-                             RateLimitError, ToolCall, UpstreamError, Usage)
+                             ModelTimeoutError, ProviderError, RateLimitError, ToolCall, Usage)
 from tests.fakes import CONTEXT_LENGTH_EXCEEDED
 from tests.unit.engine_kit import failure, run, text_of
 
 pytest_plugins = ["tests.fakes.fixtures"]
 
-SLOW_S = 0.3                    # a server delay well past the 0.1 s timeouts below
 KEY = "sk-test-openai-4f9d2c7b1e"
 USER = [{"role": "user", "content": "What time is it?"}]
 TIME_TOOL = {"type": "function", "function": {
@@ -239,39 +232,6 @@ async def test_429_past_the_retries_is_a_rate_limit_error(fake):
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("status", [500, 503])
-@pytest.mark.parametrize("stream", [False, True])
-async def test_5xx_is_retried_then_a_provider_error(fake, fast_backoff, status, stream):
-    for _ in range(3):
-        fake.fault(status=status)
-
-    error = await failure(make_request(fake.url + "/v1", max_retries=2, stream=stream))
-
-    assert type(error) is ProviderError and error.status_code == status and len(fake.requests) == 3
-    assert isinstance(error.__cause__, UpstreamError)
-
-
-@pytest.mark.asyncio
-async def test_500_then_success(fake, fast_backoff):
-    fake.fault(status=500)
-
-    _, result = await run(make_request(fake.url + "/v1", max_retries=1))
-
-    assert result.content == "echo: What time is it?" and len(fake.requests) == 2
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("stream", [False, True])
-async def test_400_is_not_retried(fake, stream):
-    fake.fault(status=400, message="Unknown parameter: 'frobnicate'.")
-
-    error = await failure(make_request(fake.url + "/v1", max_retries=3, stream=stream))
-
-    assert type(error) is ProviderError and error.status_code == 400 and len(fake.requests) == 1
-    assert "frobnicate" in str(error) and "Check the request parameters" in str(error)
-
-
-@pytest.mark.asyncio
 @pytest.mark.parametrize("stream", [False, True])
 async def test_context_overflow(fake, stream):
     fake.fault(status=400, code=CONTEXT_LENGTH_EXCEEDED)
@@ -283,17 +243,6 @@ async def test_context_overflow(fake, stream):
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("stream", [False, True])
-async def test_slow_answer_times_out(fake, stream):
-    fake.fault(delay_s=SLOW_S)
-
-    error = await failure(make_request(fake.url + "/v1", timeout=0.1, stream=stream))
-
-    assert isinstance(error, ModelTimeoutError) and "0.1 s" in str(error)
-    await asyncio.sleep(SLOW_S)   # the abandoned server handler would take the next test's scripted reply
-
-
-@pytest.mark.asyncio
 async def test_stream_stalled_before_any_text_is_retried_then_times_out(fake, fast_backoff):
     for _ in range(2):
         fake.fault(chunk_delay_s=1.0)
@@ -301,53 +250,6 @@ async def test_stream_stalled_before_any_text_is_retried_then_times_out(fake, fa
     error = await failure(make_request(fake.url + "/v1", timeout=0.2, max_retries=1, stream=True))
 
     assert isinstance(error, ModelTimeoutError) and len(fake.requests) == 2
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("stream", [False, True])
-async def test_refused_connection_is_not_retried(caplog, stream):
-    with socket.socket() as sock:              # a port that was free a moment ago: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-
-    error = await failure(make_request(f"http://127.0.0.1:{port}/v1", max_retries=3, stream=stream))
-
-    assert type(error) is ModelConnectionError and f"127.0.0.1:{port}" in str(error)
-    assert "retry" not in caplog.text
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("stream", [False, True])
-async def test_malformed_body_is_a_response_error(fake, stream):
-    fake.fault(malformed=True)
-
-    error = await failure(make_request(fake.url + "/v1", max_retries=2, stream=stream))
-
-    assert isinstance(error, ProviderResponseError) and len(fake.requests) == 1
-
-
-@pytest.mark.asyncio
-async def test_dropped_stream_fails_typed_after_the_text_so_far_without_retry(fake):
-    fake.reply("one two three four five")
-    fake.fault(drop_after=3)
-    request = make_request(fake.url + "/v1", max_retries=2, stream=True)
-    engine = OpenAICompatEngine(request.endpoint)
-    received = []
-
-    with pytest.raises(ConnectionDroppedError):
-        async for item in engine.stream(request):
-            received.append(item)
-    await engine.aclose()
-
-    assert text_of(received, "generating") == "one two" and len(fake.requests) == 1
-
-
-@pytest.mark.asyncio
-async def test_a_connection_dropped_before_any_answer_is_retried(fake, fast_backoff):
-    """What a worker meets when a provider closed a kept-alive connection: the next attempt succeeds."""
-    fake.fault(drop_after=0)
-    deltas, result = await run(make_request(fake.url + "/v1", max_retries=1, stream=True))
-    assert result.content == "echo: What time is it?" and len(fake.requests) == 2
 
 
 @pytest.mark.asyncio
@@ -365,23 +267,6 @@ def test_an_error_inside_a_stream_is_a_provider_error_without_status():
 
     assert type(error) is ProviderError and error.status_code is None and not error.retryable
     assert "server exploded" in str(error) and KEY not in str(error)
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("fault", [dict(status=401), dict(status=429), dict(status=500), dict(status=400)])
-async def test_the_key_never_leaks_even_when_the_server_echoes_it(fake, caplog, fast_backoff, fault):
-    caplog.set_level(logging.DEBUG)
-    for _ in range(2):
-        fake.fault(**fault, message=f"Incorrect API key provided: {KEY}", retry_after=0.01)
-
-    error = await failure(make_request(fake.url + "/v1", max_retries=1))
-
-    assert isinstance(error, ProviderError) and "***" in str(error)
-    assert error.__context__ is None and isinstance(error.__cause__, UpstreamError)
-    for text in (str(error), str(error.__cause__), caplog.text):
-        assert KEY not in text
-    assert KEY.encode() not in pickle.dumps(error)
-    assert fake.requests[0].headers["authorization"] == f"Bearer {KEY}"   # the key did travel, to the server only
 
 
 # -- engine table and cache --------------------------------------------------------------------------------
