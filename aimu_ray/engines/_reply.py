@@ -70,7 +70,7 @@ class ReplyBuilder:
     def result(self) -> ChatResult:
         self._stop_parsing()
         thinking, content = ("".join(self._text[phase]) for phase in ("thinking", "generating"))
-        if self._tagged:                                      # as split_think_tags: no blank lines around the split
+        if self._tagged:                                      # no blank lines around a <think> split
             thinking, content = thinking.strip(), content.lstrip()
         return ChatResult(content=content, thinking=thinking, tool_calls=[c.done() for c in self._calls.values()],
                           usage=self.usage, stop_reason=self.stop_reason)

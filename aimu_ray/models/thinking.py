@@ -97,12 +97,3 @@ def _partial_suffix(text: str, tag: str) -> int:
         if text.endswith(tag[:n]):
             return n
     return 0
-
-
-def split_think_tags(text: str) -> tuple[str, str]:
-    """Non-streaming form: ``(thinking, answer)`` of a whole reply."""
-    parser = ThinkingParser()
-    parts = parser.feed(text) + parser.flush()
-    thinking = "".join(t for phase, t in parts if phase == "thinking")
-    answer = "".join(t for phase, t in parts if phase == "generating")
-    return thinking.strip(), answer.lstrip() if thinking else answer

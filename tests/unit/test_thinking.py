@@ -3,7 +3,8 @@
 import pytest
 
 from aimu_ray.models import resolve_model
-from aimu_ray.models.thinking import ResolvedThinking, ThinkingParser, resolve_thinking, split_think_tags
+from aimu_ray.engines._reply import ReplyBuilder
+from aimu_ray.models.thinking import ResolvedThinking, ThinkingParser, resolve_thinking
 
 
 @pytest.mark.parametrize("value", ["max", 1, "HIGH", 0.5])
@@ -58,5 +59,13 @@ def test_parser_can_start_inside_a_block_and_unclosed_means_all_thinking():
 
 
 def test_split_whole_reply():
-    assert split_think_tags("<think> hmm </think>\n\nHello") == ("hmm", "Hello")
-    assert split_think_tags("no tags") == ("", "no tags")
+    assert split_whole("<think> hmm </think>\n\nHello") == ("hmm", "Hello")
+    assert split_whole("no tags") == ("", "no tags")
+
+
+def split_whole(text: str) -> tuple[str, str]:
+    """A whole reply through the one accumulator every engine uses."""
+    reply = ReplyBuilder(parse_think_tags=True)
+    reply.add_text(text)
+    result = reply.result()
+    return result.thinking, result.content
