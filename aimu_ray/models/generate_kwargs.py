@@ -105,7 +105,7 @@ def _write_thinking(spec: ProviderSpec, model_id: str, caps: ModelCaps, thinking
     if thinking.enabled is None:
         return
     if spec.chat_template_thinking:
-        put(params, "extra_body.chat_template_kwargs.enable_thinking", thinking.enabled)
+        put(params, f"{spec.template_kwargs_path}.enable_thinking", thinking.enabled)
         if thinking.enabled and thinking.level and caps.thinking_levels:
             params["reasoning_effort"] = _COMPAT_EFFORT[thinking.level]
 

@@ -64,5 +64,6 @@ def resolve_model(text: str) -> ResolvedModel:
         supported = sorted(k for k, s in PROVIDERS.items() if s.accepts_endpoint)
         raise ValueError(f"Provider '{spec.key}' does not accept an @base_url (use base_url= instead). "
                          f"Supported: {supported}")
-    spec.require_sdk()
+    if not spec.in_process:      # in-process models need their packages where the actor runs, not here
+        spec.require_sdk()
     return ResolvedModel(spec, ref.model_id, ref.base_url, capabilities(spec.key, ref.model_id, ref.flags))

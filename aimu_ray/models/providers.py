@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Mapping
 
-Protocol = Literal["openai", "anthropic", "ollama"]
+Protocol = Literal["openai", "anthropic", "ollama", "hf", "llamacpp"]
+IN_PROCESS: frozenset[str] = frozenset({"hf", "llamacpp"})   # protocols whose model runs in a ModelActor
 
 PORTABLE_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "repetition_penalty",
                  "max_tokens", "context_length")
@@ -44,10 +45,16 @@ class ProviderSpec:
     default_generate_kwargs: Mapping[str, object] = field(default_factory=lambda: _LOCAL_DEFAULTS)
     passthrough_prefix: str = ""               # where non-portable kwargs go ("options." for Ollama)
     chat_template_thinking: bool = True        # send enable_thinking through chat_template_kwargs
+    template_kwargs_path: str = "extra_body.chat_template_kwargs"   # where chat-template kwargs go on the wire
 
     @property
     def is_cloud(self) -> bool:
         return self.api_key_env is not None
+
+    @property
+    def in_process(self) -> bool:
+        """The model runs in a ModelActor: its packages are needed where the actor runs, not here."""
+        return self.protocol in IN_PROCESS
 
     def install_hint(self) -> str:
         return f"pip install 'aimu_ray[{self.extra}]'"
@@ -93,4 +100,14 @@ PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType({spec.key: spec for spe
     _compat("sglang", "http://localhost:30000/v1"),
     _compat("omlx", "http://localhost:8000/v1"),
     _compat("openai-compat", None),
+    # In-process models (aimu's HuggingFaceClient / LlamaCppClient tables and tier-1 defaults).
+    ProviderSpec("hf", "hf", None, extra="hf", sdk_module="transformers", accepts_endpoint=False,
+                 kwarg_support=_table(max_tokens="max_new_tokens", presence_penalty=None, context_length=None),
+                 default_generate_kwargs=MappingProxyType({"max_new_tokens": 4096, "temperature": 0.1, "top_p": 0.95,
+                                                           "top_k": 50, "repetition_penalty": 1.1, "do_sample": True,
+                                                           "num_beams": 1}),
+                 template_kwargs_path="chat_template_kwargs"),
+    ProviderSpec("llamacpp", "llamacpp", None, extra="llamacpp", sdk_module="llama_cpp", accepts_endpoint=False,
+                 kwarg_support=_table(repetition_penalty="repeat_penalty", context_length=None),
+                 chat_template_thinking=False),
 )})
