@@ -9,17 +9,18 @@ from __future__ import annotations
 from typing import Iterable
 
 from . import aio
-from .models.errors import (ConnectionDroppedError, ContextOverflowError, MissingAPIKeyError, ModelConnectionError, ModelError,
+from .models.errors import (ConnectionDroppedError, ContextOverflowError, MissingAPIKeyError, ModelConnectionError, ModelError, ModelLoadError,
                             ModelRefusalError, ModelTimeoutError, ProviderError, ProviderResponseError,
                             RateLimitError)
 from .models.stream import StreamChunk, StreamingContentType
 from .models.tools import tool
-from .sync import TextClient, iterate, run
+from .sync import AudioClient, ImageClient, TextClient, iterate, run
 
 __all__ = [
-    "ConnectionDroppedError", "ContextOverflowError", "MissingAPIKeyError", "ModelConnectionError", "ModelError", "ModelRefusalError",
+    "ConnectionDroppedError", "ContextOverflowError", "MissingAPIKeyError", "ModelConnectionError", "ModelError", "ModelLoadError", "ModelRefusalError",
     "ModelTimeoutError", "ProviderError", "ProviderResponseError", "RateLimitError", "StreamChunk",
-    "StreamingContentType", "TextClient", "aio", "chat", "client", "init", "shutdown", "tool",
+    "StreamingContentType", "AudioClient", "ImageClient", "TextClient", "aio", "audio_client", "chat", "client",
+    "generate_audio", "generate_image", "image_client", "init", "placements", "shutdown", "tool", "unload",
 ]
 
 _RUNTIME_NAMES = ("init", "shutdown")
@@ -37,6 +38,39 @@ def chat(user_message: str, *, model: str | None = None, system: str | None = No
     result = run(aio.chat(user_message, model=model, system=system, generate_kwargs=generate_kwargs,
                           stream=stream, images=images, include=include, thinking=thinking))
     return iterate(result) if stream else result
+
+
+def image_client(model: str | None = None, **kwargs) -> ImageClient:
+    """An image model: ``hf:<repo or folder>`` (diffusers, in a placed actor) or ``gemini:<id or alias>``;
+    kwargs are loader options (``model_kwargs``, ``pipeline_class``) and placement pins (``device``, ``num_gpus``)."""
+    return ImageClient(model, **kwargs)
+
+
+def generate_image(prompt: str, *, model: str | None = None, format: str = "pil", **kwargs):
+    """One image (a list when ``num_images`` > 1); kwargs go to ``generate``, as in aimu."""
+    result = run(aio.generate_image(prompt, model=model, format=format, **kwargs))
+    return iterate(result) if kwargs.get("stream") else result
+
+
+def audio_client(model: str | None = None, **kwargs) -> AudioClient:
+    """An audio model: ``hf:<repo or folder>`` (MusicGen, AudioLDM2, Stable Audio), in a placed actor."""
+    return AudioClient(model, **kwargs)
+
+
+def generate_audio(prompt: str, *, model: str | None = None, format: str = "path", **kwargs):
+    """One clip (a list when ``num_audio`` > 1), by default a WAV file path, as in aimu."""
+    result = run(aio.generate_audio(prompt, model=model, format=format, **kwargs))
+    return iterate(result) if kwargs.get("stream") else result
+
+
+def placements():
+    """Every in-process model loaded on the cluster: node, GPU share, memory reserved vs used, and why."""
+    return run(aio.placements())
+
+
+def unload(model: str | None = None) -> list[str]:
+    """Unload ``model`` ("hf:org/name") or every model, giving their GPU shares back."""
+    return run(aio.unload(model))
 
 
 def __getattr__(name: str):

@@ -10,8 +10,11 @@ import os
 from typing import Iterable
 
 from .client import AsyncTextClient
+from .fleet import placements, unload
+from .media_client import AsyncAudioClient, AsyncImageClient
 
-__all__ = ["AsyncTextClient", "chat", "client"]
+__all__ = ["AsyncAudioClient", "AsyncImageClient", "AsyncTextClient", "audio_client", "chat", "client",
+           "generate_audio", "generate_image", "image_client", "placements", "unload"]
 
 
 def default_text_model() -> str:
@@ -33,3 +36,23 @@ async def chat(user_message: str, *, model: str | None = None, system: str | Non
     """One-shot: a fresh client, one request."""
     return await client(model, system=system).chat(user_message, generate_kwargs=generate_kwargs, stream=stream,
                                                    images=images, include=include, thinking=thinking)
+
+
+def image_client(model: str | None = None, **kwargs) -> AsyncImageClient:
+    """An image model: ``hf:<repo or folder>`` (diffusers, in a placed actor) or ``gemini:<id or alias>``."""
+    return AsyncImageClient(model, **kwargs)
+
+
+async def generate_image(prompt: str, *, model: str | None = None, format: str = "pil", **kwargs):
+    """One-shot: a fresh image client, one ``generate`` (kwargs go to ``generate``, as in aimu)."""
+    return await image_client(model).generate(prompt, format=format, **kwargs)
+
+
+def audio_client(model: str | None = None, **kwargs) -> AsyncAudioClient:
+    """An audio model: ``hf:<repo or folder>`` (MusicGen, AudioLDM2, Stable Audio), in a placed actor."""
+    return AsyncAudioClient(model, **kwargs)
+
+
+async def generate_audio(prompt: str, *, model: str | None = None, format: str = "path", **kwargs):
+    """One-shot: a fresh audio client, one ``generate``."""
+    return await audio_client(model).generate(prompt, format=format, **kwargs)

@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator, Iterable
 
 from .models.errors import MissingAPIKeyError
 from .models.generate_kwargs import prepare_params
+from .models.load import ModelLoad, load_for
 from .models.messages import assistant_message, recorded_calls, stamp, strip_inert_keys, tool_specs
 from .models.messages import user_message as user_turn
 from .models.model_string import ResolvedModel, resolve_model
@@ -54,8 +55,12 @@ def build_endpoint(model: ResolvedModel, *, base_url: str | None = None, host: s
     return Endpoint(**options)
 
 
-def _default_backend():
-    from .actors import remote_backend   # Ray is imported only when a request is about to be sent
+def _default_backend(load: ModelLoad | None):
+    """The pool for remote providers; the model's own actor for in-process ones (Ray is imported only now)."""
+    if load is not None:
+        from .actors.model_backend import model_backend
+        return model_backend(load)
+    from .actors import remote_backend
     return remote_backend()
 
 
@@ -65,12 +70,27 @@ class AsyncTextClient:
     def __init__(self, model: str, *, system_message: str | None = None, base_url: str | None = None,
                  host: str | None = None, api_key: str | None = None, timeout: float | None = None,
                  max_retries: int | None = None, model_keep_alive_seconds: float | None = None,
-                 backend=None):
+                 backend=None, **load_options):
+        """Remote providers take the endpoint arguments; in-process ones (hf, llamacpp) their loader options
+        (``model_kwargs``, ``model_path``, ``n_ctx``, …) and placement pins (``device``, ``num_gpus``, …)."""
         self.model: ResolvedModel = resolve_model(model)
         if model_keep_alive_seconds is not None and self.model.provider != "ollama":
             raise TypeError("model_keep_alive_seconds= applies to the 'ollama' provider only.")
-        self.endpoint = build_endpoint(self.model, base_url=base_url, host=host, api_key=api_key,
-                                       timeout=timeout, max_retries=max_retries)
+        self._load: ModelLoad | None = None
+        if self.model.spec.in_process:
+            remote_only = [name for name, value in (("base_url", base_url), ("host", host), ("api_key", api_key),
+                                                    ("timeout", timeout), ("max_retries", max_retries)) if value]
+            if remote_only:
+                raise TypeError(f"{', '.join(remote_only)} apply to remote providers, not to in-process "
+                                f"'{self.model.provider}' models.")
+            self._load = load_for(self.model.provider, "text", self.model.model_id, load_options)
+            self.endpoint = Endpoint()
+        else:
+            if load_options:
+                raise TypeError(f"Provider '{self.model.provider}' takes no argument "
+                                f"{', '.join(map(repr, sorted(load_options)))}.")
+            self.endpoint = build_endpoint(self.model, base_url=base_url, host=host, api_key=api_key,
+                                           timeout=timeout, max_retries=max_retries)
         self._keep_alive = model_keep_alive_seconds if model_keep_alive_seconds is not None else (
             60 if self.model.provider == "ollama" else None)
         self._backend = backend
@@ -209,11 +229,11 @@ class AsyncTextClient:
             logger.warning("%s: %s", self.model, message)
 
     async def _send(self, request: ChatRequest) -> ChatResult:
-        return await self._get_backend().chat(request)
+        return await self._get_backend().call(request)
 
     def _get_backend(self):
         if self._backend is None:
-            self._backend = _default_backend()
+            self._backend = _default_backend(self._load)
         return self._backend
 
     async def _stream(self, request: ChatRequest, phases, *, record: bool) -> AsyncIterator[StreamChunk]:

@@ -90,9 +90,11 @@ def init(address: str | None = None, *, max_in_flight: Mapping[str, int] | None 
 
 
 def shutdown() -> None:
-    """Forget this process's pool handles and disconnect from Ray (an embedded local Ray stops with it)."""
+    """Forget this process's pool and model handles and disconnect from Ray (an embedded local Ray stops with it)."""
     from .actors import remote_backend
+    from .actors.model_backend import reset_model_backends
     remote_backend().reset()
+    reset_model_backends()
     ray.shutdown()
 
 

@@ -11,6 +11,7 @@ import threading
 from typing import Any, AsyncIterator, Iterator
 
 from .client import AsyncTextClient
+from .media_client import AsyncAudioClient, AsyncImageClient
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
@@ -57,26 +58,22 @@ def iterate(agen: AsyncIterator) -> Iterator:
             run(aclose())
 
 
-class TextClient:
-    """aimu's sync ``ModelClient`` shape: the same attributes, answers instead of awaitables."""
+def _answer(coro, stream: bool):
+    """Run an async client's call; a stream comes back as a sync iterator."""
+    result = run(coro)
+    return iterate(result) if stream else result
+
+
+class _SyncClient:
+    """aimu's sync client shape over an async client: the same attributes (shared state), answers not awaitables."""
+
+    _async_class: type
 
     def __init__(self, model: str, **kwargs):
-        object.__setattr__(self, "_async", AsyncTextClient(model, **kwargs))
-
-    def chat(self, user_message: str | None = None, generate_kwargs: dict | None = None, use_tools: bool = True,
-             stream: bool = False, images: list | None = None, include=None, tools: list | None = None,
-             thinking=None):
-        result = run(self._async.chat(user_message, generate_kwargs, use_tools, stream, images, include, tools,
-                                      thinking))
-        return iterate(result) if stream else result
-
-    def generate(self, prompt: str, generate_kwargs: dict | None = None, stream: bool = False,
-                 images: list | None = None, include=None, thinking=None):
-        result = run(self._async.generate(prompt, generate_kwargs, stream, images, include, thinking))
-        return iterate(result) if stream else result
+        object.__setattr__(self, "_async", self._async_class(model, **kwargs))
 
     @property
-    def aio(self) -> AsyncTextClient:
+    def aio(self):
         """The async client behind this one; it shares this client's state."""
         return self._async
 
@@ -90,4 +87,38 @@ class TextClient:
         return self
 
     def __repr__(self) -> str:
-        return repr(self._async).replace("AsyncTextClient", "TextClient", 1)
+        return repr(self._async).replace("Async", "", 1)
+
+
+class TextClient(_SyncClient):
+    """aimu's sync ``ModelClient``."""
+
+    _async_class = AsyncTextClient
+
+    def chat(self, user_message: str | None = None, generate_kwargs: dict | None = None, use_tools: bool = True,
+             stream: bool = False, images: list | None = None, include=None, tools: list | None = None,
+             thinking=None):
+        return _answer(self._async.chat(user_message, generate_kwargs, use_tools, stream, images, include, tools,
+                                        thinking), stream)
+
+    def generate(self, prompt: str, generate_kwargs: dict | None = None, stream: bool = False,
+                 images: list | None = None, include=None, thinking=None):
+        return _answer(self._async.generate(prompt, generate_kwargs, stream, images, include, thinking), stream)
+
+
+class ImageClient(_SyncClient):
+    """aimu's sync ``ImageClient``: ``generate`` returns one image, a list, or an iterator of chunks."""
+
+    _async_class = AsyncImageClient
+
+    def generate(self, prompt: str, *, stream: bool = False, **kwargs):
+        return _answer(self._async.generate(prompt, stream=stream, **kwargs), stream)
+
+
+class AudioClient(_SyncClient):
+    """aimu's sync ``AudioClient``: ``generate`` returns one clip, a list, or an iterator of chunks."""
+
+    _async_class = AsyncAudioClient
+
+    def generate(self, prompt: str, *, stream: bool = False, **kwargs):
+        return _answer(self._async.generate(prompt, stream=stream, **kwargs), stream)

@@ -23,6 +23,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError, RayTaskError
 
 from ..models.errors import MissingAPIKeyError, ModelConnectionError, ModelError
+from ..models.media import ImageRequest, ImageResult
 from ..models.wire import ChatDelta, ChatRequest, ChatResult
 from ..runtime import ensure_ray
 from .pool import get_manager
@@ -57,11 +58,12 @@ class RemoteBackend:
             self._fetched_at = -math.inf
             self._pending: ray.ObjectRef | None = None
 
-    async def chat(self, request: ChatRequest) -> ChatResult:
+    async def call(self, request: ChatRequest | ImageRequest) -> ChatResult | ImageResult:
+        """One whole answer from a pool worker."""
         lost, error = [], None
         for _ in range(MAX_ATTEMPTS):
             async with self._worker(lost) as (key, worker):
-                ref = worker.chat.remote(request)
+                ref = worker.run.remote(request)
                 try:
                     return await _result(ref)
                 except RayTaskError as failure:

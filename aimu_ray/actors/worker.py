@@ -16,7 +16,8 @@ import ray
 from ray.actor import ActorHandle
 
 from ..engines import EngineCache
-from ..models.wire import ChatDelta, ChatRequest, ChatResult
+from ..models.media import ImageRequest, ImageResult
+from ..models.wire import ChatRequest, ChatResult
 from .streaming import coalesce
 
 # A full worker (max_concurrency requests running) must still answer the manager: control calls get a
@@ -34,11 +35,13 @@ class PoolWorker:
         self._in_flight = 0
         self._tickets = itertools.count()
 
-    async def chat(self, request: ChatRequest) -> ChatResult:
+    async def run(self, request: ChatRequest | ImageRequest) -> ChatResult | ImageResult:
+        """One whole answer: a chat from any remote provider, or images from a remote image provider."""
         async with self._admitted(request.provider):
-            return await self._engines.get(request).chat(request)
+            engine = self._engines.get(request)
+            return await (engine.chat(request) if isinstance(request, ChatRequest) else engine.generate(request))
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[list[ChatDelta | ChatResult]]:
+    async def stream(self, request: ChatRequest | ImageRequest) -> AsyncIterator[list]:
         """The engine's stream in batches of what is ready (see ``streaming.coalesce``)."""
         async with self._admitted(request.provider):
             async with aclosing(coalesce(self._engines.get(request).stream(request))) as batches:

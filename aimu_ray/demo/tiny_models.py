@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -59,6 +60,26 @@ def _is_built(marker: Path) -> bool:
     return marker.is_file() and marker.read_text() == BUILD_VERSION
 
 
+def build_once(out_dir: Path, write: Callable[[Path], None]) -> Path:
+    """Reuse a finished model folder, else ``write`` one into a staging folder and publish it whole.
+
+    The staging folder is a sibling renamed into place, so concurrent builders (pytest-xdist workers,
+    two test runs) never see a half-written model, and an interrupted build is simply redone.
+    """
+    if _is_built(out_dir / _HF_MARKER):
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a shared CI cache must stay readable
+    try:
+        write(staging)
+        (staging / _HF_MARKER).write_text(BUILD_VERSION)
+        _publish_dir(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
 # ---------------------------------------------------------------------------------------------
 # Hugging Face causal LM
 # ---------------------------------------------------------------------------------------------
@@ -72,21 +93,12 @@ def build_tiny_hf_lm(out_dir: str | os.PathLike) -> Path:
     :func:`build_tiny_gguf` consume. It is built in a sibling temporary folder and renamed into
     place, so concurrent builders (e.g. pytest-xdist workers) never see a half-written model.
     """
-    out_dir = Path(out_dir)
-    if _is_built(out_dir / _HF_MARKER):
-        return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; a shared CI cache must stay readable
-    try:
+    def write(staging: Path) -> None:
         tokenizer = _train_chatml_tokenizer()
         tokenizer.save_pretrained(staging)
         _random_llama(tokenizer).save_pretrained(staging)
-        (staging / _HF_MARKER).write_text(BUILD_VERSION)
-        _publish_dir(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+
+    return build_once(Path(out_dir), write)
 
 
 def _train_chatml_tokenizer():

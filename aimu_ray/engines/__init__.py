@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 
 from ..models.providers import PROVIDERS
-from ..models.wire import ChatRequest
+from ..models.media import ImageRequest
+from ..models.wire import ChatRequest, Endpoint
 from .anthropic import AnthropicEngine
 from .base import Engine
 from .ollama import OllamaEngine
@@ -29,16 +30,29 @@ class EngineCache:
     def __init__(self) -> None:
         self._engines: dict[tuple, Engine] = {}
 
-    def get(self, request: ChatRequest) -> Engine:
-        protocol = protocol_of(request.provider)
+    def get(self, request: ChatRequest | ImageRequest) -> Engine:
+        """The chat engine of the request's provider, or the image engine for a remote image request."""
+        image = isinstance(request, ImageRequest)
+        protocol = _image_protocol(request.provider) if image else protocol_of(request.provider)
         key = (protocol, request.endpoint.cache_key())
         if key not in self._engines:
-            self._engines[key] = ENGINES[protocol](request.endpoint)
+            self._engines[key] = _image_engine(request.endpoint) if image else ENGINES[protocol](request.endpoint)
         return self._engines[key]
 
     async def aclose(self) -> None:
         engines, self._engines = list(self._engines.values()), {}
         await asyncio.gather(*(engine.aclose() for engine in engines))
+
+
+def _image_protocol(provider: str) -> str:
+    if provider != "gemini":
+        raise ValueError(f"No remote image engine for provider {provider!r}: remote images come from 'gemini'.")
+    return "gemini-image"
+
+
+def _image_engine(endpoint: Endpoint) -> Engine:
+    from .gemini_image import GeminiImageEngine   # google-genai is imported only where images are made
+    return GeminiImageEngine(endpoint)
 
 
 def protocol_of(provider: str) -> str:

@@ -1,4 +1,5 @@
-"""SDK failures turned into ``aimu_ray.models.errors`` types, once, for the openai, anthropic and ollama SDKs.
+"""SDK failures turned into ``aimu_ray.models.errors`` types, once, for the openai, anthropic, ollama and
+google-genai SDKs.
 
 The typed error never chains the SDK exception: that object holds the HTTP request, whose headers
 carry the API key. Its cause is an ``UpstreamError`` with a one-line summary instead, and every text
@@ -7,6 +8,7 @@ that may quote the provider goes through ``redact`` because servers sometimes ec
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import socket
@@ -24,6 +26,8 @@ from ..models.wire import ChatRequest
 
 _SDKS = ("openai", "anthropic")          # Stainless-built SDKs: the same exception classes and attributes
 _HTTP = ("httpx", "httpx2")              # the transports under ollama (httpx) and the two above (httpx2)
+_GENAI = ("google.genai.errors",)        # google-genai: APIError with the HTTP status in ``.code``
+_AIOHTTP = ("aiohttp",)                  # google-genai's async transport when aiohttp is installed
 _OVERFLOW_PHRASES = ("context_length_exceeded", "maximum context length", "prompt is too long",
                      "exceeds the context length", "exceeds the available context size")
 _ERROR_TYPE_STATUS = {"rate_limit_error": 429, "overloaded_error": 529, "api_error": 500}  # Anthropic in-stream errors
@@ -37,7 +41,7 @@ def translate(error: Exception, request: ChatRequest) -> Exception:
     kind, culprit = _transport_failure(error)
     if kind is not None:
         failure = _TRANSPORT_ERRORS[kind](request, _summary(culprit))
-    elif isinstance(error, _loaded(_SDKS, "APIError") + _loaded(("ollama",), "ResponseError")):
+    elif isinstance(error, _loaded(_SDKS + _GENAI, "APIError") + _loaded(("ollama",), "ResponseError")):
         failure = _from_answer(error, request)
     else:
         return error
@@ -103,6 +107,8 @@ def _from_answer(error: Exception, request: ChatRequest) -> ModelError:
                                           "client.reset()) or use a model with a longer context."))
     headers = getattr(getattr(error, "response", None), "headers", None) or {}
     wait = retry_after(headers)
+    if wait is None:
+        wait = _retry_delay(error)
     if status in (429, 529):
         hint = f"wait {wait:g} s" if wait is not None else "wait"
         return RateLimitError(_text(request, f"{where} is rate limiting or overloaded (HTTP {status}): {message} "
@@ -111,6 +117,21 @@ def _from_answer(error: Exception, request: ChatRequest) -> ModelError:
     said = f"HTTP {status}" if status else "an error inside its answer"
     return ProviderError(_text(request, f"{where} answered {said}: {message} {_advice(status, request)}"),
                          provider=request.provider, status_code=status, retry_after=wait)
+
+
+def _retry_delay(error: Exception) -> float | None:
+    """Google's ``google.rpc.RetryInfo`` detail (``"retryDelay": "12s"``): where the Gemini API says when to retry."""
+    body = getattr(error, "details", None)
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    details = inner.get("details") if isinstance(inner, dict) else None
+    for detail in details if isinstance(details, list) else []:
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return float(delay[:-1])
+            except ValueError:
+                pass
+    return None
 
 
 def _advice(status: int | None, request: ChatRequest) -> str:
@@ -137,12 +158,16 @@ def _transport_failure(error: BaseException) -> tuple[str | None, BaseException]
     with the error that says so. ``ConnectError`` is a network error too, so ``connect`` is tried first."""
     chain = list(_causes(error))
     kinds = (
-        ("timeout", _loaded(_SDKS, "APITimeoutError") + _loaded(_HTTP, "TimeoutException") + (TimeoutError,)),
+        ("timeout", _loaded(_SDKS, "APITimeoutError") + _loaded(_HTTP, "TimeoutException")
+         + (TimeoutError, asyncio.TimeoutError)),
         ("connect", _loaded(_HTTP, "ConnectError") + (ConnectionRefusedError, socket.gaierror)),
-        ("dropped", _loaded(_HTTP, "NetworkError") + _loaded(_HTTP, "RemoteProtocolError") + (ConnectionResetError,)),
+        ("dropped", _loaded(_HTTP, "NetworkError") + _loaded(_HTTP, "RemoteProtocolError")
+         + _loaded(_AIOHTTP, "ServerDisconnectedError") + _loaded(_AIOHTTP, "ClientPayloadError")
+         + (ConnectionResetError,)),
         ("broken", _loaded(_HTTP, "TransportError") + _loaded(_SDKS, "APIResponseValidationError")
          + (json.JSONDecodeError, ValidationError)),
-        ("connect", _loaded(_SDKS, "APIConnectionError") + (ConnectionError,)),
+        ("connect", _loaded(_SDKS, "APIConnectionError") + _loaded(_AIOHTTP, "ClientConnectionError")
+         + (ConnectionError,)),
     )
     for kind, types in kinds:
         for exc in chain:
@@ -164,7 +189,7 @@ def _loaded(modules: tuple[str, ...], name: str) -> tuple[type, ...]:
 
 
 def _status(error: Exception) -> int | None:
-    status = getattr(error, "status_code", None)
+    status = error.code if isinstance(error, _loaded(_GENAI, "APIError")) else getattr(error, "status_code", None)
     if isinstance(status, int) and status >= 400:
         return status
     return _ERROR_TYPE_STATUS.get(_provider_code(error) or "")   # an error event inside a 200 stream

@@ -7,7 +7,7 @@ how thinking is split, how tool-call fragments are joined or what the final ``Ch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any, Hashable, Protocol
 
 from ..models.messages import parse_arguments
 from ..models.thinking import ThinkingParser
@@ -28,11 +28,25 @@ class _PendingCall:
         return ToolCall(id=self.id, name=self.name, arguments=arguments)
 
 
-class ReplyBuilder:
-    """Collects text, thinking, tool calls, usage and stop reason; ``add_*`` return the deltas to stream now."""
+class TextToolCalls(Protocol):
+    """Finds tool calls that a model writes into its answer text (``engines._tool_formats.ToolCallStream``)."""
 
-    def __init__(self, parse_think_tags: bool = False):
-        self._parser = ThinkingParser() if parse_think_tags else None
+    def feed(self, text: str) -> str: ...                           # the part safe to show now
+
+    def close(self) -> tuple[str, list[ToolCall]]: ...                # the rest to show, and the calls
+
+
+class ReplyBuilder:
+    """Collects text, thinking, tool calls, usage and stop reason; ``add_*`` return the deltas to stream now.
+
+    ``start_inside``: the prompt already opened a ``<think>`` block. ``text_tool_calls``: answer text
+    (after thinking) passes through it, for models that write tool calls as text.
+    """
+
+    def __init__(self, parse_think_tags: bool = False, *, start_inside: bool = False,
+                 text_tool_calls: TextToolCalls | None = None):
+        self._parser = ThinkingParser(start_inside) if parse_think_tags else None
+        self._text_calls = text_tool_calls
         self._tagged = False                                  # thinking came from <think> tags in the text
         self._text: dict[str, list[str]] = {"thinking": [], "generating": []}
         self._calls: dict[Hashable, _PendingCall] = {}
@@ -65,15 +79,26 @@ class ReplyBuilder:
 
     def finish(self) -> list[ChatDelta | ChatResult]:
         """A stream's last items: any text held back as a possible tag start, then the result."""
-        return [*self._stop_parsing(), self.result()]
+        return [*self._flush(), self.result()]
 
     def result(self) -> ChatResult:
-        self._stop_parsing()
+        self._flush()
         thinking, content = ("".join(self._text[phase]) for phase in ("thinking", "generating"))
         if self._tagged:                                      # no blank lines around a <think> split
             thinking, content = thinking.strip(), content.lstrip()
         return ChatResult(content=content, thinking=thinking, tool_calls=[c.done() for c in self._calls.values()],
                           usage=self.usage, stop_reason=self.stop_reason)
+
+    def _flush(self) -> list[ChatDelta]:
+        return self._stop_parsing() + self._close_text_calls()
+
+    def _close_text_calls(self) -> list[ChatDelta]:
+        if self._text_calls is None:
+            return []
+        (text, calls), self._text_calls = self._text_calls.close(), None
+        for call in calls:
+            self.add_tool_call(id=call.id, name=call.name, arguments=call.arguments)
+        return self._emit("generating", text)
 
     def _stop_parsing(self) -> list[ChatDelta]:
         if self._parser is None:
@@ -86,5 +111,9 @@ class ReplyBuilder:
         return [delta for phase, piece in parts for delta in self._emit(phase, piece)]
 
     def _emit(self, phase: str, text: str) -> list[ChatDelta]:
+        if phase == "generating" and self._text_calls is not None:
+            text = self._text_calls.feed(text)
+        if not text:
+            return []
         self._text[phase].append(text)
         return [ChatDelta(phase=phase, text=text)]

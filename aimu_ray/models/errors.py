@@ -20,6 +20,10 @@ class ModelError(RuntimeError):
         return (self.__class__, self.args, state)
 
 
+class ModelLoadError(ModelError):
+    """An in-process model could not be loaded where placement put it; the message names model, device and cause."""
+
+
 class UpstreamError(ModelError):
     """What the provider or its SDK said, reduced to plain text with secrets removed."""
 

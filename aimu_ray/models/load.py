@@ -65,3 +65,40 @@ def _describe(value: Any) -> str:
     """Options that are objects (a llama.cpp chat handler) enter the key by type and public settings."""
     settings = {k: v for k, v in sorted(vars(value).items()) if not k.startswith("_")} if hasattr(value, "__dict__") else {}
     return f"{type(value).__module__}.{type(value).__qualname__}{sorted((k, repr(v)) for k, v in settings.items())}"
+
+
+# Loader options each in-process engine takes (beyond model_kwargs), as aimu's constructors spell them.
+ENGINE_OPTIONS: dict[tuple[str, Task], frozenset[str]] = {
+    ("hf", "text"): frozenset({"model_kwargs", "max_batch_size", "context_tokens"}),
+    ("llamacpp", "text"): frozenset({"model_path", "n_ctx", "n_gpu_layers", "chat_format", "chat_handler", "verbose",
+                                     "model_kwargs"}),
+    ("hf", "image"): frozenset({"model_kwargs", "pipeline_class", "img2img_pipeline_class", "max_batch_size"}),
+    ("hf", "audio"): frozenset({"model_kwargs", "pipeline_type"}),
+}
+PLACEMENT_OPTIONS = frozenset({"device", "device_map", "num_gpus", "node_id", "gpu_index", "force"})
+
+
+def load_for(provider: str, task: Task, model_id: str, kwargs: dict[str, Any]) -> ModelLoad:
+    """Split a factory's kwargs into loader options and placement pins; unknown names are a TypeError.
+
+    As in aimu, ``device`` may also sit in ``model_kwargs`` (an aimu-only hint, taken out there) and
+    ``device_map`` in ``model_kwargs`` is both a placement pin and a ``from_pretrained`` argument.
+    """
+    allowed = ENGINE_OPTIONS[(provider, task)]
+    unknown = sorted(set(kwargs) - allowed - PLACEMENT_OPTIONS - {"keep_alive_s"})
+    if unknown:
+        raise TypeError(f"{provider}:{model_id} ({task}) takes no argument {', '.join(map(repr, unknown))}. "
+                        f"It takes {', '.join(sorted(allowed | PLACEMENT_OPTIONS | {'keep_alive_s'}))}.")
+    options = {k: v for k, v in kwargs.items() if k in allowed and v is not None}
+    if provider == "llamacpp" and not options.get("model_path"):
+        raise ValueError(f"llamacpp:{model_id} needs model_path= (the .gguf file); the model id only names it.")
+    pins = {k: v for k, v in kwargs.items() if k in PLACEMENT_OPTIONS and v is not None}
+    model_kwargs = dict(options.get("model_kwargs") or {})
+    if "device" in model_kwargs:
+        pins.setdefault("device", model_kwargs.pop("device"))
+        options["model_kwargs"] = model_kwargs
+    if "device_map" in model_kwargs:
+        pins.setdefault("device_map", model_kwargs["device_map"])
+    extra = {"keep_alive_s": kwargs["keep_alive_s"]} if "keep_alive_s" in kwargs else {}
+    return ModelLoad(provider=provider, task=task, model_id=model_id, options=options,
+                     placement=PlacementOptions(**pins), **extra)

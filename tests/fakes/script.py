@@ -127,7 +127,7 @@ class Turn:
     def prompt_tokens(self) -> int:
         if self.reply.prompt_tokens is not None:
             return self.reply.prompt_tokens
-        return _estimate(str(self.body.get("messages", "")))
+        return _estimate(str(self.body.get("messages") or self.body.get("contents") or ""))
 
     @property
     def completion_tokens(self) -> int:
@@ -144,11 +144,11 @@ def _estimate(text: str) -> int:
 
 
 def last_user_text(body: dict[str, Any]) -> str:
-    """Text of the last user message; all three protocols use role/content with str or parts."""
-    for message in reversed(body.get("messages") or []):
+    """Text of the last user message: role/content with str or parts, or Gemini's contents/parts."""
+    for message in reversed(body.get("messages") or body.get("contents") or []):
         if message.get("role") != "user":
             continue
-        content = message.get("content")
+        content = message.get("content", message.get("parts"))
         if isinstance(content, str):
             return content
         return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))

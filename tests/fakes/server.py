@@ -1,4 +1,4 @@
-"""Loopback HTTP server speaking OpenAI, Anthropic and Ollama at once.
+"""Loopback HTTP server speaking OpenAI, Anthropic, Ollama and Gemini's native API at once.
 
 Routes (all on one port, so one server covers every provider in a test):
 
@@ -6,11 +6,12 @@ Routes (all on one port, so one server covers every provider in a test):
   (the second is Gemini's OpenAI-compatible path);
 * ``POST /v1/messages``: Anthropic messages;
 * ``POST /api/chat``: Ollama chat;
+* ``POST /v1beta/models/{model}:generateContent``: Gemini's native API, as its image models answer;
 * ``GET /v1/models`` (OpenAI shape, or Anthropic's when the request has ``anthropic-version``),
   ``GET /v1beta/openai/models``, ``GET /api/tags``: model lists.
 
 Base URLs for the SDKs: OpenAI ``f"{url}/v1"``, Gemini ``f"{url}/v1beta/openai/"``,
-Anthropic and Ollama ``url``.
+Anthropic, Ollama and google-genai ``url``.
 
 The app is Starlette served by uvicorn on an asyncio loop in a daemon thread; delays use
 ``asyncio.sleep``, so a thousand slow requests in flight cost no threads.
@@ -35,7 +36,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.fakes.script import Fault, RecordedRequest, Reply, Script
-from tests.fakes.wire import GARBAGE_JSON, anthropic_messages, ollama_chat, openai_chat
+from tests.fakes.wire import GARBAGE_JSON, anthropic_messages, gemini_native, ollama_chat, openai_chat
 
 Handler = Callable[[Request], Awaitable[Response]]
 _NO_CACHE = {"cache-control": "no-cache"}
@@ -184,6 +185,7 @@ class FakeServer:
             Route("/v1beta/openai/chat/completions", openai, methods=["POST"]),
             Route("/v1/messages", self._chat(anthropic_messages), methods=["POST"]),
             Route("/api/chat", self._chat(ollama_chat), methods=["POST"]),
+            Route("/v1beta/models/{model}:generateContent", self._chat(gemini_native), methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/v1beta/openai/models", self._models, methods=["GET"]),
             Route("/api/tags", self._tags, methods=["GET"]),

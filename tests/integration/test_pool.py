@@ -127,7 +127,7 @@ async def busy_worker() -> tuple:
 
 async def test_chat_through_the_pool(fake):
     fake.reply("Hello from the pool.", prompt_tokens=5, completion_tokens=4)
-    result = await remote_backend().chat(request(fake))
+    result = await remote_backend().call(request(fake))
     assert result.content == "Hello from the pool." and result.usage.input_tokens == 5
     assert fake.requests[-1].body["messages"] == [{"role": "user", "content": "hi"}]
 
@@ -142,17 +142,17 @@ async def test_stream_arrives_in_pieces_then_the_result(fake):
 
 
 async def test_clients_in_other_threads_loops_and_processes_share_one_pool(fake):
-    ours = await remote_backend().chat(request(fake, "from the test loop"))
+    ours = await remote_backend().call(request(fake, "from the test loop"))
     in_thread: list[ChatResult] = []
     thread = threading.Thread(target=lambda: in_thread.append(
-        asyncio.run(remote_backend().chat(request(fake, "from another loop")))))
+        asyncio.run(remote_backend().call(request(fake, "from another loop")))))
     thread.start()
     thread.join()
     script = ("import asyncio, json, sys, ray\n"
               "from aimu_ray.actors import remote_backend\n"
               "from aimu_ray.actors.pool import get_manager\n"
               "from aimu_ray.models.wire import ChatRequest\n"
-              "result = asyncio.run(remote_backend().chat(ChatRequest.model_validate_json(sys.argv[1])))\n"
+              "result = asyncio.run(remote_backend().call(ChatRequest.model_validate_json(sys.argv[1])))\n"
               "print(json.dumps([result.content, sorted(ray.get(get_manager().workers.remote()))]))\n")
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     done = subprocess.run([sys.executable, "-c", script, request(fake, "from another process").model_dump_json()],
@@ -168,16 +168,16 @@ async def test_a_request_inside_another_ray_actor(fake):
     @ray.remote
     class Caller:
         async def ask(self, req: ChatRequest) -> str:
-            return (await remote_backend().chat(req)).content
+            return (await remote_backend().call(req)).content
 
     assert await Caller.remote().ask.remote(request(fake, "from an actor")) == "echo: from an actor"
 
 
 async def test_a_killed_worker_is_replaced(fake):
-    await remote_backend().chat(request(fake))
+    await remote_backend().call(request(fake))
     key, worker = next(iter((await workers()).items()))
     ray.kill(worker)
-    answers = await asyncio.gather(*(remote_backend().chat(request(fake, f"n{i}")) for i in range(6)))
+    answers = await asyncio.gather(*(remote_backend().call(request(fake, f"n{i}")) for i in range(6)))
     assert [a.content for a in answers] == [f"echo: n{i}" for i in range(6)]
 
     async def replaced() -> bool:
@@ -188,7 +188,7 @@ async def test_a_killed_worker_is_replaced(fake):
 
 async def test_a_request_on_a_worker_that_dies_is_retried_on_another(fake):
     fake.fault(delay_s=SLOW_S)               # the first request hangs on the provider...
-    pending = asyncio.create_task(remote_backend().chat(request(fake, "retry me")))
+    pending = asyncio.create_task(remote_backend().call(request(fake, "retry me")))
     await until(lambda: len(fake.requests) == 1)
     _, worker = await busy_worker()
     ray.kill(worker)                         # ...when its worker dies
@@ -229,16 +229,16 @@ async def test_permits_come_back_from_cancelled_requests_and_dead_workers(fake):
     aimu_ray.init(max_in_flight={"openai": 1})
     _, worker = next(iter((await workers()).items()))
     fake.fault(delay_s=SLOW_S)
-    cancelled = asyncio.create_task(remote_backend().chat(request(fake, "cancel me")))
+    cancelled = asyncio.create_task(remote_backend().call(request(fake, "cancel me")))
     await until(lambda: len(fake.requests) == 1)
     cancelled.cancel()
-    assert (await asyncio.wait_for(remote_backend().chat(request(fake, "next")), HANG_GUARD_S)).content == "echo: next"
+    assert (await asyncio.wait_for(remote_backend().call(request(fake, "next")), HANG_GUARD_S)).content == "echo: next"
 
     fake.fault(delay_s=SLOW_S)
     doomed = worker.chat.remote(request(fake, "dies holding the permit"))
     await until(lambda: len(fake.requests) == 3)
     ray.kill(worker)
-    answer = await asyncio.wait_for(remote_backend().chat(request(fake, "after")), HANG_GUARD_S)
+    answer = await asyncio.wait_for(remote_backend().call(request(fake, "after")), HANG_GUARD_S)
     assert answer.content == "echo: after"
     with pytest.raises(ray.exceptions.RayActorError):
         await doomed
@@ -251,14 +251,14 @@ async def test_closing_a_stream_early_cancels_it_and_returns_its_permit(fake):
     stream = remote_backend().stream(request(fake, stream=True))
     assert isinstance(await anext(stream), ChatDelta)
     await stream.aclose()
-    answer = await asyncio.wait_for(remote_backend().chat(request(fake, "next")), HANG_GUARD_S)
+    answer = await asyncio.wait_for(remote_backend().call(request(fake, "next")), HANG_GUARD_S)
     assert answer.content == "echo: next"
 
 
 async def test_the_pool_grows_under_load(fake):
     aimu_ray.init(pool=PoolConfig(min_workers=1, max_workers=3, scale_up_at=4, check_interval_s=0.1))
     fake.delay_s = 1.0
-    results = await asyncio.gather(*(remote_backend().chat(request(fake, f"n{i}")) for i in range(40)))
+    results = await asyncio.gather(*(remote_backend().call(request(fake, f"n{i}")) for i in range(40)))
     assert len(results) == 40
     assert 1 < len(await workers()) <= 3
 
@@ -266,7 +266,7 @@ async def test_the_pool_grows_under_load(fake):
 async def test_errors_arrive_typed_not_wrapped_by_ray(fake):
     fake.fault(status=429, retry_after=7)
     with pytest.raises(RateLimitError) as caught:
-        await remote_backend().chat(request(fake))
+        await remote_backend().call(request(fake))
     assert not isinstance(caught.value, RayTaskError)
     assert caught.value.status_code == 429 and caught.value.retry_after == 7
     assert isinstance(caught.value.__cause__, UpstreamError)

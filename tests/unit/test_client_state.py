@@ -19,7 +19,7 @@ class ScriptedBackend:
         self.results = list(results)
         self.requests = []
 
-    async def chat(self, request):
+    async def call(self, request):
         self.requests.append(request)
         return self.results.pop(0)
 

@@ -1,0 +1,194 @@
+"""The caller's side of an in-process model: find its actor (or have the registry create it), send requests.
+
+The actor is looked up by its cluster-wide name, so a second script finds the first one's model
+without asking the registry. Only a missing actor costs a trip to the registry, and concurrent first
+calls in one process share that trip. Errors come back typed:
+- the actor was unloading (idle keep-alive, ``unload``) → the request goes to a fresh actor, once;
+- the actor was restarting when the request came (Ray: unavailable) → it waits for the reload, once;
+- the actor died under the request → ``ModelConnectionError`` saying so; Ray restarts it (the model
+  loads again) unless it is out of restarts, in which case the next request gets a new actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import AsyncIterator
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+
+from ..cluster.inventory import current_inventory_override
+from ..cluster.model_size import need_for
+from ..models.errors import ModelConnectionError
+from ..models.load import ModelLoad
+from ..runtime import ensure_ray
+from .backend import _result, _unwrapped
+from .model_actor import ModelRetiredError
+from .pool import NAMESPACE
+from .registry import get_registry
+
+_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aimu_ray-models")
+RESTART_WAIT_S = 600.0      # a restarting actor reloads its model: minutes for a large one
+RESTART_POLL_S = 0.2
+
+
+class ModelBackend:
+    """Requests for one ``ModelLoad``: ``call`` for a whole answer, ``stream`` for chunks as they come."""
+
+    def __init__(self, load: ModelLoad) -> None:
+        self.load = load
+        self._lock = threading.Lock()
+        self._handle: ActorHandle | None = None
+        self._resolving: Future | None = None
+
+    async def call(self, request):
+        for attempt in range(2):
+            handle = await self._actor()
+            ref = handle.run.remote(request)
+            try:
+                return await _result(ref)
+            except RayTaskError as failure:
+                error = _unwrapped(failure)
+                if isinstance(error, ModelRetiredError) and attempt == 0:
+                    self._drop(handle)
+                    continue
+                raise error
+            except RayActorError as failure:
+                if attempt == 0 and await self._recovered(handle, failure):
+                    continue
+                raise self._died(failure) from failure
+            except asyncio.CancelledError:
+                ray.cancel(ref)
+                raise
+        raise AssertionError("unreachable")
+
+    async def stream(self, request) -> AsyncIterator:
+        for attempt in range(2):
+            handle = await self._actor()
+            items = handle.stream.remote(request)
+            started = False
+            try:
+                async for ref in items:
+                    batch = await _result(ref)
+                    started = True
+                    for item in batch:
+                        yield item
+                return
+            except RayTaskError as failure:
+                error = _unwrapped(failure)
+                if isinstance(error, ModelRetiredError) and not started and attempt == 0:
+                    self._drop(handle)
+                    continue
+                raise error
+            except RayActorError as failure:
+                if not started and attempt == 0 and await self._recovered(handle, failure):
+                    continue
+                raise self._died(failure) from failure
+            except (asyncio.CancelledError, GeneratorExit):
+                ray.cancel(items)
+                raise
+
+    async def actor(self) -> ActorHandle:
+        """The model's actor, loaded (the first call places and loads it: seconds to minutes)."""
+        return await self._actor()
+
+    async def _actor(self, gone_actor_id: str | None = None) -> ActorHandle:
+        with self._lock:
+            if self._handle is not None and gone_actor_id is None:
+                return self._handle
+            if self._resolving is None:
+                self._resolving = _resolver.submit(self._resolve, gone_actor_id)
+            resolving = self._resolving
+        try:
+            handle = await asyncio.wrap_future(resolving)
+        finally:
+            with self._lock:
+                if self._resolving is resolving:
+                    self._resolving = None
+        with self._lock:
+            self._handle = handle
+        return handle
+
+    def _resolve(self, gone_actor_id: str | None) -> ActorHandle:
+        """By name if it exists (and is not the dead one), else through the registry, which places and loads it."""
+        ensure_ray()
+        if gone_actor_id is None:
+            handle = _lookup(self.load.actor_name())
+            if handle is not None:
+                return handle
+        need = need_for(self.load)
+        try:
+            return ray.get(get_registry().ensure.remote(self.load, need, current_inventory_override(), gone_actor_id))
+        except RayTaskError as failure:        # the load or placement error itself, not Ray's wrapper
+            raise _unwrapped(failure) from None
+
+    def _drop(self, handle: ActorHandle) -> None:
+        with self._lock:
+            if self._handle is handle:
+                self._handle = None
+
+    async def _recovered(self, handle: ActorHandle, failure: RayActorError) -> bool:
+        """May the request go again? Yes when the actor was restarting (it never ran the request: wait for the
+        reload) or is gone for good (a fresh one is ready); no when it died under the request."""
+        if isinstance(failure, ActorUnavailableError) and await _restarted(handle):
+            return True
+        return await self._gone(handle)
+
+    async def _gone(self, handle: ActorHandle) -> bool:
+        """Is the actor dead for good (killed, out of restarts)? Then fetch a fresh one and say so."""
+        current = await asyncio.to_thread(_lookup, self.load.actor_name())
+        if current is not None and current._actor_id == handle._actor_id:
+            return False                       # the same actor, restarting: the caller must hear of the crash
+        self._drop(handle)
+        await self._actor(gone_actor_id=handle._actor_id.hex())
+        return True
+
+    def _died(self, failure: RayActorError) -> ModelConnectionError:
+        return ModelConnectionError(
+            f"The actor serving {self.load.label()} died while running this request ({type(failure).__name__}). "
+            "Ray restarts it and the model loads again; send the request again.")
+
+    def reset(self) -> None:
+        with self._lock:
+            self._handle = None
+
+
+async def _restarted(handle: ActorHandle) -> bool:
+    """Wait for a restarting actor to have reloaded its model; False if it died for good meanwhile."""
+    deadline = time.monotonic() + RESTART_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            await _result(handle.ready.remote())
+            return True
+        except ActorUnavailableError:          # still restarting: Ray refuses calls instead of queueing them
+            await asyncio.sleep(RESTART_POLL_S)
+        except RayActorError:
+            return False
+    return False
+
+
+def _lookup(name: str) -> ActorHandle | None:
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+_backends: dict[str, ModelBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def model_backend(load: ModelLoad) -> ModelBackend:
+    """This process's backend for ``load``: one per model, shared by every client of it in the process."""
+    with _backends_lock:
+        return _backends.setdefault(load.key(), ModelBackend(load))
+
+
+def reset_model_backends() -> None:
+    """Forget every actor handle (after ``ray.shutdown`` they point at nothing)."""
+    with _backends_lock:
+        _backends.clear()
