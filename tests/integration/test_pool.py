@@ -214,7 +214,7 @@ async def test_the_in_flight_limit_holds_across_workers(fake):
     fake.delay_s = 0.2
     handles = list((await workers()).values())
     assert len(handles) == 2
-    calls = [handles[i % 2].chat.remote(request(fake, f"n{i}")) for i in range(8)]
+    calls = [handles[i % 2].run.remote(request(fake, f"n{i}")) for i in range(8)]
     results = await asyncio.wait_for(asyncio.gather(*calls), HANG_GUARD_S)
     assert sorted(r.content for r in results) == sorted(f"echo: n{i}" for i in range(8))
     assert fake.app.peak == 2
@@ -235,7 +235,7 @@ async def test_permits_come_back_from_cancelled_requests_and_dead_workers(fake):
     assert (await asyncio.wait_for(remote_backend().call(request(fake, "next")), HANG_GUARD_S)).content == "echo: next"
 
     fake.fault(delay_s=SLOW_S)
-    doomed = worker.chat.remote(request(fake, "dies holding the permit"))
+    doomed = worker.run.remote(request(fake, "dies holding the permit"))
     await until(lambda: len(fake.requests) == 3)
     ray.kill(worker)
     answer = await asyncio.wait_for(remote_backend().call(request(fake, "after")), HANG_GUARD_S)

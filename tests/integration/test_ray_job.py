@@ -62,8 +62,9 @@ def head_node(tmp_path_factory):
 
 
 def submit(address: str, env: dict, code: str) -> subprocess.CompletedProcess:
-    """``ray job submit``, retried while the head's job agent is still starting (it lags the dashboard)."""
-    deadline = time.monotonic() + 90
+    """``ray job submit``, retried while the head's job agent is still starting (it lags the dashboard,
+    by minutes on a loaded 2-core machine)."""
+    deadline = time.monotonic() + 240
     while True:
         job = subprocess.run([RAY, "job", "submit", f"--address={address}", "--", sys.executable, "-c", code],
                              env=env, capture_output=True, text=True, timeout=180)
