@@ -57,6 +57,14 @@ class _AsyncMediaClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r})"
 
+    async def _stream(self, request, phase: StreamingContentType, progress_type: type, progress_chunk,
+                      final_chunks) -> AsyncIterator[StreamChunk]:
+        """aimu's chunk dicts for one modality: one per progress item, then the finals built from the result."""
+        async for item in self._get_backend().stream(request):
+            dicts = [progress_chunk(item)] if isinstance(item, progress_type) else final_chunks(item)
+            for content in dicts:
+                yield StreamChunk(phase, content)
+
     def _get_backend(self):
         if self._backend is None:
             if self._load is not None:
@@ -88,16 +96,11 @@ class AsyncImageClient(_AsyncMediaClient):
             return encode_image(pixels, format, output_dir=output_dir, prompt=prompt)
 
         if stream:
-            return self._chunks(request, encode)
+            return self._stream(request, StreamingContentType.IMAGE_GENERATING, ImageProgress, image_progress_chunk,
+                                lambda result: image_final_chunks(result, encode))
         images = [encode(pixels) for pixels in (await self._get_backend().call(request)).images]
         return images[0] if num_images == 1 else images
 
-    async def _chunks(self, request: ImageRequest, encode) -> AsyncIterator[StreamChunk]:
-        async for item in self._get_backend().stream(request):
-            dicts = [image_progress_chunk(item)] if isinstance(item, ImageProgress) else \
-                image_final_chunks(item, encode)
-            for content in dicts:
-                yield StreamChunk(StreamingContentType.IMAGE_GENERATING, content)
 
 
 class AsyncAudioClient(_AsyncMediaClient):
@@ -119,16 +122,11 @@ class AsyncAudioClient(_AsyncMediaClient):
             return encode_audio(clip, format, output_dir=output_dir, prompt=prompt)
 
         if stream:
-            return self._chunks(request, encode)
+            return self._stream(request, StreamingContentType.AUDIO_GENERATING, AudioProgress, audio_progress_chunk,
+                                lambda result: audio_final_chunks(result, encode))
         clips = [encode(clip) for clip in (await self._get_backend().call(request)).clips]
         return clips[0] if num_audio == 1 else clips
 
-    async def _chunks(self, request: AudioRequest, encode) -> AsyncIterator[StreamChunk]:
-        async for item in self._get_backend().stream(request):
-            dicts = [audio_progress_chunk(item)] if isinstance(item, AudioProgress) else \
-                audio_final_chunks(item, encode)
-            for content in dicts:
-                yield StreamChunk(StreamingContentType.AUDIO_GENERATING, content)
 
 
 def _gemini_endpoint(model_kwargs: dict | None = None, base_url: str | None = None, api_key: str | None = None,
