@@ -91,8 +91,19 @@ class AsyncTextClient:
                                 f"{', '.join(map(repr, sorted(load_options)))}.")
             self.endpoint = build_endpoint(self.model, base_url=base_url, host=host, api_key=api_key,
                                            timeout=timeout, max_retries=max_retries)
-        self._keep_alive = model_keep_alive_seconds if model_keep_alive_seconds is not None else (
-            60 if self.model.provider == "ollama" else None)
+        self._start(system_message, backend, model_keep_alive_seconds)
+
+    @classmethod
+    def served(cls, model: str, backend, *, system_message: str | None = None) -> AsyncTextClient:
+        """A client whose requests go through ``backend`` to a model a server configured (a Serve app's
+        handle): the server owns the endpoint, key and load options, so none are taken here."""
+        client = cls.__new__(cls)
+        client.model, client._load, client.endpoint = resolve_model(model), None, Endpoint()
+        client._start(system_message, backend, None)
+        return client
+
+    def _start(self, system_message: str | None, backend, keep_alive: float | None) -> None:
+        self._keep_alive = keep_alive if keep_alive is not None else (60 if self.model.provider == "ollama" else None)
         self._backend = backend
         self._system_message = system_message
         self._warned: set[str] = set()

@@ -32,6 +32,7 @@ class ModelPlacement(BaseModel):
     load_s: float | None = None
     note: str = ""
     reason: str = ""
+    deployment: str | None = None        # set for a Serve replica: the deployment it belongs to
 
 
 class Placements(list):

@@ -46,6 +46,15 @@ class _AsyncMediaClient:
             self._endpoint = _gemini_endpoint(**kwargs)
         self._backend = None
 
+    @classmethod
+    def served(cls, model: str, backend):
+        """A client whose requests go through ``backend`` to a model a server configured (a Serve app's handle)."""
+        ref = parse_model_string(model)
+        client = cls.__new__(cls)
+        client.provider, client.model_id = ref.provider, ref.model_id
+        client._load, client._endpoint, client._backend = None, None, backend
+        return client
+
     @property
     def model(self) -> str:
         return f"{self.provider}:{self.model_id}"

@@ -14,19 +14,16 @@ error, typed, to the caller that asked for the model.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from contextlib import aclosing, contextmanager
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import ray
-from pydantic import BaseModel
 
-from ..engines.inprocess import load_engine
-from ..models.errors import ModelError, ModelLoadError
+from ..models.errors import ModelError
 from ..models.load import ModelLoad, Target
-from .streaming import coalesce
+from .hosting import HostedModel, MeasuredUse
 
 logger = logging.getLogger("aimu_ray")
 CONTROL = "control"
@@ -35,21 +32,6 @@ MAX_IDLE_CHECK_S = 5.0
 
 class ModelRetiredError(ModelError):
     """The actor was unloading when the request came; the caller asks the registry for a fresh one."""
-
-
-class MeasuredUse(BaseModel):
-    """What the loaded model really holds, as the actor measured it right after loading (and since)."""
-
-    pid: int
-    node_id: str
-    gpu_ids: list[int]
-    device: str
-    vram_bytes: int = 0          # the larger of torch's peak allocation and NVML's figure for this process
-    torch_peak_bytes: int = 0
-    nvml_bytes: int = 0
-    ram_bytes: int = 0
-    load_s: float = 0.0
-    note: str = ""
 
 
 @ray.remote(concurrency_groups={CONTROL: 2})
@@ -61,23 +43,9 @@ class ModelActor:
         self._in_flight = 0
         self._last_used = time.monotonic()
         self._retiring = False
-        self._engine: Any = None
-        self._load_error: BaseException | None = None
-        self._use: MeasuredUse | None = None
-        started = time.perf_counter()
-        target, note = _usable(target)
-        try:
-            logger.info("Loading %s on %s", load.label(), target.device)
-            self._engine = load_engine(load, target)
-        except ImportError as error:          # its message already says what to install
-            self._load_error = error
+        self._model = HostedModel(load, target)
+        if self._model.error is not None:
             return
-        except Exception as error:            # kept for ready(): the caller that asked for the model sees it
-            self._load_error = ModelLoadError(f"Could not load {load.label()} on {target.device}: "
-                                              f"{type(error).__name__}: {error}")
-            self._load_error.__cause__ = error
-            return
-        self._use = _measure(target, time.perf_counter() - started, note)
         self._report()
         if load.keep_alive_s is not None:
             threading.Thread(target=self._watch_idle, name="aimu_ray-idle", daemon=True).start()
@@ -85,29 +53,26 @@ class ModelActor:
     @ray.method(concurrency_group=CONTROL)
     def ready(self) -> MeasuredUse:
         """Returns once the model is loaded (the registry awaits it); raises the load error if it failed."""
-        if self._load_error is not None:
-            raise self._load_error
-        return self._use
+        return self._model.ready()
 
     async def run(self, request):
         """One whole answer: a ChatResult, ImageResult or AudioResult."""
         with self._serving():
-            call = self._engine.chat if self._load.task == "text" else self._engine.generate
-            return await call(request)
+            return await self._model.run(request)
 
     async def stream(self, request) -> AsyncIterator[list]:
         """The engine's stream in batches of what is ready (``streaming.coalesce``)."""
         with self._serving():
-            async with aclosing(coalesce(self._engine.stream(request))) as batches:
+            async with aclosing(self._model.stream(request)) as batches:
                 async for batch in batches:
                     yield batch
 
     @ray.method(concurrency_group=CONTROL)
     def info(self) -> dict:
         """The measured use now, requests in flight and idle time: a row of ``aimu_ray.placements()``."""
-        use = self._use and self._use.model_copy(update=_current_use(self._use))
-        return {"use": use, "in_flight": self._in_flight, "idle_s": time.monotonic() - self._last_used,
-                "retiring": self._retiring, "engine": _stats(self._engine)}
+        return {"use": self._model.current_use(), "in_flight": self._in_flight,
+                "idle_s": time.monotonic() - self._last_used, "retiring": self._retiring,
+                "engine": self._model.stats()}
 
     @ray.method(concurrency_group=CONTROL)
     def retire(self) -> int:
@@ -136,7 +101,7 @@ class ModelActor:
     def _report(self) -> None:
         """Tell the registry what the model really holds (it warns and remembers if over the share)."""
         try:
-            self._registry_handle().loaded.remote(self._load.key(), self._use)
+            self._registry_handle().loaded.remote(self._load.key(), self._model.use)
         except ValueError:
             logger.warning("No model registry to report %s's memory use to.", self._load.label())
 
@@ -154,73 +119,3 @@ class ModelActor:
                 self._registry_handle().retired.remote(self._load.key(), ray.get_runtime_context().get_actor_id())
                 return
 
-
-def _stats(engine) -> dict | None:
-    """The engine's own counters (batches run, rows served) when it keeps any."""
-    stats = getattr(engine, "stats", None)
-    if stats is None:
-        return None
-    return dict(stats) if isinstance(stats, dict) else (stats.model_dump() if hasattr(stats, "model_dump")
-                                                         else dict(vars(stats)))
-
-
-def _usable(target: Target) -> tuple[Target, str]:
-    """The target, or CPU when placement chose a GPU that torch cannot see (Ray's logical GPUs on a CPU machine)."""
-    if target.device != "cuda" or _cuda_available():
-        return target, ""
-    note = "placed on a GPU share, but CUDA is not available in this process: running on CPU"
-    logger.warning(note)
-    return Target(device="cpu"), note
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
-def _measure(target: Target, load_s: float, note: str) -> MeasuredUse:
-    context = ray.get_runtime_context()
-    use = MeasuredUse(pid=os.getpid(), node_id=context.get_node_id(), gpu_ids=[int(i) for i in ray.get_gpu_ids()],
-                      device=target.device, load_s=load_s, note=note)
-    return use.model_copy(update=_current_use(use))
-
-
-def _current_use(use: MeasuredUse) -> dict[str, int]:
-    torch_peak = _torch_peak_bytes() if use.device == "cuda" else 0
-    nvml = _nvml_process_bytes(use.pid)
-    return {"torch_peak_bytes": torch_peak, "nvml_bytes": nvml, "vram_bytes": max(torch_peak, nvml),
-            "ram_bytes": _rss_bytes()}
-
-
-def _torch_peak_bytes() -> int:
-    import torch
-
-    return sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))
-
-
-def _nvml_process_bytes(pid: int) -> int:
-    """GPU memory NVML sees this process holding on any GPU (CUDA context included); 0 without NVML."""
-    import pynvml
-
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return 0
-    try:
-        total = 0
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            total += sum(p.usedGpuMemory or 0 for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
-                         if p.pid == pid)
-        return total
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def _rss_bytes() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss

@@ -26,11 +26,12 @@ from ray.exceptions import RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..cluster.inventory import Inventory
-from ..cluster.placement import Placement, ReservedKey, gib, place
+from ..cluster.placement import Placement, ReservedKey, gib, place, reserve
 from ..cluster.need import ModelNeed
 from ..cluster.survey import live_node_ids, survey
 from ..models.load import ModelLoad, Target
-from .model_actor import MeasuredUse, ModelActor
+from .hosting import MeasuredUse
+from .model_actor import ModelActor
 from .pool import NAMESPACE
 
 logger = logging.getLogger("aimu_ray")
@@ -45,15 +46,17 @@ class Entry(BaseModel):
     load: ModelLoad
     need: ModelNeed
     placement: Placement
-    handle: Any                    # ActorHandle (not a pydantic type)
+    handle: Any                    # ActorHandle (not a pydantic type); None for a Serve replica
     created_at: float
     use: MeasuredUse | None = None
+    deployment: str | None = None  # the Serve deployment a replica belongs to
 
 
 @ray.remote
 class ModelRegistry:
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
+        self._replicas: dict[str, Entry] = {}        # Serve replica id → its model, share and use
         self._measured: dict[str, int] = {}          # model key → bytes its last actor measured (feedback)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -89,18 +92,47 @@ class ModelRegistry:
                 raise (error.cause if isinstance(error, RayTaskError) else error) from None
             return handle
 
+    async def plan(self, loads: list[tuple[ModelLoad, ModelNeed]], inventory: Inventory | None) -> list[Placement]:
+        """Placements for Serve deployments, each seeing the shares of the ones before it; nothing is created.
+
+        A deployment's replicas get the share planned here; each replica joins the ledger when it has loaded.
+        """
+        inventory = inventory or await survey()
+        reserved, placements = self._reserved(inventory), []
+        for load, need in loads:
+            options = load.placement
+            if load.key() in self._measured and options.measured_bytes is None:
+                options = options.model_copy(update={"measured_bytes": self._measured[load.key()]})
+            placement = place(need, inventory, options, reserved)
+            reserved = reserve(reserved, placement)
+            placements.append(placement)
+        return placements
+
+    def hosted(self, replica_id: str, deployment: str, load: ModelLoad, need: ModelNeed, placement: Placement,
+               use: MeasuredUse) -> None:
+        """A Serve replica has loaded its model: its share is promised until it says it is gone."""
+        self._replicas[replica_id] = Entry(load=load, need=need, placement=placement, handle=None,
+                                           created_at=time.time(), use=use, deployment=deployment)
+        self._check_share(load, placement, use)
+
+    def released(self, replica_id: str) -> None:
+        self._replicas.pop(replica_id, None)
+
     def loaded(self, key: str, use: MeasuredUse) -> None:
         """A model actor's measured use after (re)loading: warn and remember when it exceeds the share."""
         entry = self._entries.get(key)
         if entry is None:
             return
         entry.use = use
-        promised = sum(entry.placement.gpu_bytes.values())
+        self._check_share(entry.load, entry.placement, use)
+
+    def _check_share(self, load: ModelLoad, placement: Placement, use: MeasuredUse) -> None:
+        """Warn when a model holds more than its share promised; its next placement asks for the measured figure."""
+        promised = sum(placement.gpu_bytes.values())
         if use.vram_bytes > promised > 0:
-            self._measured[key] = use.vram_bytes
+            self._measured[load.key()] = use.vram_bytes
             logger.warning("%s holds %s of GPU memory, more than the %s its share promised; its next placement "
-                           "will ask for the measured figure.", entry.load.label(), gib(use.vram_bytes),
-                           gib(promised))
+                           "will ask for the measured figure.", load.label(), gib(use.vram_bytes), gib(promised))
 
     def retired(self, key: str, actor_id: str) -> None:
         """An idle actor unloading itself: give its share back and end it (only if it is still the current one)."""
@@ -123,7 +155,8 @@ class ModelRegistry:
         """One row per model actor: where it runs, its share, memory promised vs measured, and why."""
         infos = await asyncio.gather(*(e.handle.info.remote() for e in self._entries.values()),
                                      return_exceptions=True)
-        return [_row(key, entry, info) for (key, entry), info in zip(self._entries.items(), infos)]
+        rows = [_row(key, entry, info) for (key, entry), info in zip(self._entries.items(), infos)]
+        return rows + [_row(entry.load.key(), entry, None) for entry in self._replicas.values()]
 
     async def _drain(self, entry: Entry) -> None:
         try:
@@ -145,7 +178,7 @@ class ModelRegistry:
         reserved: dict[ReservedKey, int] = defaultdict(int)
         seen = {(node.node_id, gpu.index, p.pid): p.used_bytes
                 for node in inventory.nodes for gpu in node.gpus for p in gpu.processes}
-        for entry in self._entries.values():
+        for entry in [*self._entries.values(), *self._replicas.values()]:
             for slot, nbytes in entry.placement.reservations().items():
                 node_id, gpu_index = slot
                 held = seen.get((node_id, gpu_index, entry.use.pid), 0) if entry.use and gpu_index is not None else 0
@@ -173,9 +206,13 @@ def _row(key: str, entry: Entry, info: Any) -> dict:
            "need_bytes": entry.need.total_bytes, "reason": placement.reason}
     if isinstance(info, BaseException):
         return {**row, "state": f"unreachable ({type(info).__name__})"}
-    use: MeasuredUse | None = info["use"]
-    return {**row, "state": "unloading" if info["retiring"] else "ready", "in_flight": info["in_flight"],
-            "idle_s": round(info["idle_s"], 1), "gpu_ids": use.gpu_ids if use else [],
+    if info is None:                               # a Serve replica: what it measured when it loaded
+        use, state = entry.use, "serving"
+        row.update(deployment=entry.deployment)
+    else:
+        use, state = info["use"], "unloading" if info["retiring"] else "ready"
+        row.update(in_flight=info["in_flight"], idle_s=round(info["idle_s"], 1))
+    return {**row, "state": state, "gpu_ids": use.gpu_ids if use else [],
             "used_vram_bytes": use.vram_bytes if use else None, "used_ram_bytes": use.ram_bytes if use else None,
             "load_s": round(use.load_s, 3) if use else None, "note": use.note if use else ""}
 

@@ -1,0 +1,84 @@
+"""The Serve application built from an ``AppConfig``: one deployment per in-process model, one for every
+remote provider, and the ingress in front.
+
+``build_app`` is also Serve's import path (``serve run aimu_ray.deployments:build_app config=serve.yaml``,
+or ``import_path`` + ``args`` in a ``serve deploy`` / KubeRay config). Building plans each in-process
+model's GPU share with the placement policy, through the model registry so the plan sees the memory
+that model actors and other replicas already hold.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve import Application
+
+from ..actors.registry import get_registry
+from ..cluster.inventory import current_inventory_override
+from ..cluster.model_size import need_for
+from ..cluster.placement import Placement
+from ..cluster.survey import live_node_ids
+from ..runtime import ensure_ray
+from .config import AppConfig, ServedModel, load_config
+from .ingress import REMOTE, IngressDeployment
+from .model_server import ModelServer
+from .remote_server import RemoteServer
+
+# Requests one replica takes at once: HF text batches them; one image or clip keeps a GPU busy.
+DEFAULT_ONGOING = {"text": 64, "image": 8, "audio": 4}
+REMOTE_ONGOING = 1000             # remote requests are I/O: one replica holds many
+INGRESS_ONGOING = 1000
+
+
+def build_app(args: dict | AppConfig | str | os.PathLike) -> Application:
+    """The app for a config (an ``AppConfig``, Serve's ``args`` dict, or a YAML path)."""
+    config = load_config(args)
+    ensure_ray()
+    in_process = [model for model in config.models if model.in_process]
+    remote = [model for model in config.models if not model.in_process]
+    deployments: dict[str, Application] = {}
+    for model, placement in zip(in_process, _plan(in_process)):
+        load = model.load()
+        deployments[model.deployment_name] = ModelServer.options(
+            name=model.deployment_name, ray_actor_options=_replica_resources(model, placement),
+            **model.deployment_options(DEFAULT_ONGOING[model.task])).bind(model.name, load, need_for(load), placement)
+    if remote:
+        deployments[REMOTE] = RemoteServer.options(
+            name=REMOTE, ray_actor_options={"num_cpus": 0, "runtime_env": _key_env(remote)},
+            **config.remote.deployment_options(REMOTE_ONGOING)).bind(remote)
+    return IngressDeployment.options(ray_actor_options={"num_cpus": 0},
+                                     **config.ingress.deployment_options(INGRESS_ONGOING)).bind(config, deployments)
+
+
+def run(config: AppConfig, *, blocking: bool = False, access_log: bool = True) -> None:
+    """Start Serve's HTTP proxy on the config's host and port and deploy the app; returns once it is up."""
+    ensure_ray()
+    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.run(build_app(config), name=config.name, route_prefix=config.route_prefix, blocking=blocking,
+              logging_config={"enable_access_log": access_log})
+
+
+def _plan(models: list[ServedModel]) -> list[Placement]:
+    if not models:
+        return []
+    loads = [(load, need_for(load)) for load in (model.load() for model in models)]
+    return ray.get(get_registry().plan.remote(loads, current_inventory_override()))
+
+
+def _replica_resources(model: ServedModel, placement: Placement) -> dict[str, Any]:
+    """Ray's half of the plan for every replica: the GPU share, the RAM of a CPU model, a pinned node."""
+    options: dict[str, Any] = {"num_cpus": 0, "num_gpus": placement.num_gpus}
+    if placement.memory_bytes:
+        options["memory"] = placement.memory_bytes
+    if model.placement.node_id and model.placement.node_id in live_node_ids():
+        options["label_selector"] = {"ray.io/node-id": model.placement.node_id}
+    return options
+
+
+def _key_env(models: list[ServedModel]) -> dict:
+    """Pass the keys the remote models name from this process's environment to the replicas (never logged)."""
+    names = {model.api_key_env for model in models if model.api_key_env}
+    return {"env_vars": {name: os.environ[name] for name in sorted(names) if name in os.environ}}

@@ -1,0 +1,165 @@
+"""The Serve application's one config: which models it serves and how, validated once, YAML on disk.
+
+Only the models named here are served: an HTTP request picks one by its public ``name`` and can never
+name a model string, a file path or a URL. ``${VAR}`` in the YAML is replaced from the environment, so
+one file serves with paths and keys that differ per machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator, model_validator
+
+from ..cluster.placement import PlacementOptions
+from ..models.load import ModelLoad, Task, load_for
+from ..models.model_string import ResolvedModel, parse_model_string, resolve_model
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class ReplicaOptions(BaseModel):
+    """Serve's per-deployment knobs; ``autoscaling_config`` is Serve's own, checked by Serve's model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_replicas: PositiveInt | None = None
+    autoscaling_config: dict[str, Any] | None = None
+    max_ongoing_requests: PositiveInt | None = None
+    max_queued_requests: int | None = Field(None, ge=-1, description="requests waiting beyond which callers get "
+                                                                     "503 + Retry-After; -1: no limit")
+
+    @model_validator(mode="after")
+    def _one_scaling_mode(self) -> ReplicaOptions:
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise ValueError("give num_replicas or autoscaling_config, not both")
+        if self.autoscaling_config is not None:
+            from ray.serve.config import AutoscalingConfig
+
+            AutoscalingConfig(**self.autoscaling_config)
+        return self
+
+    def deployment_options(self, default_ongoing: int) -> dict[str, Any]:
+        options: dict[str, Any] = {"max_ongoing_requests": self.max_ongoing_requests or default_ongoing}
+        if self.autoscaling_config is not None:
+            options["autoscaling_config"] = self.autoscaling_config
+        else:
+            options["num_replicas"] = self.num_replicas or 1
+        if self.max_queued_requests is not None:
+            options["max_queued_requests"] = self.max_queued_requests
+        return options
+
+
+class ServedModel(ReplicaOptions):
+    """One model the app serves, under a public name.
+
+    ``options`` are what the aimu factory would take: loader options for in-process models
+    (``model_kwargs``, ``model_path``, ``n_ctx``, …) or endpoint options for remote ones (``base_url``,
+    ``timeout``, ``max_retries``). A remote provider's key comes from ``api_key_env`` on the replica's node.
+    """
+
+    name: str = Field(pattern=NAME)
+    model: str
+    task: Task = "text"
+    options: dict[str, Any] = Field(default_factory=dict)
+    placement: PlacementOptions = Field(default_factory=PlacementOptions)
+    api_key_env: str | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        parse_model_string(value)
+        return value
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> ServedModel:
+        ref = parse_model_string(self.model)
+        in_process = ref.provider in ("hf", "llamacpp")
+        if self.task != "text" and ref.provider not in ("hf", "gemini"):
+            raise ValueError(f"{self.task} models are 'hf:' (or 'gemini:' images) strings, got {self.model!r}")
+        if self.task == "audio" and ref.provider != "hf":
+            raise ValueError(f"audio models are 'hf:' strings, got {self.model!r}")
+        if in_process:
+            if self.api_key_env:
+                raise ValueError(f"api_key_env applies to remote providers, not to {self.model!r}")
+            self.load()                                  # unknown loader options fail here, at config time
+        elif self.placement != PlacementOptions():
+            raise ValueError(f"placement applies to in-process models (hf:, llamacpp:), not to {self.model!r}")
+        return self
+
+    @property
+    def in_process(self) -> bool:
+        return parse_model_string(self.model).provider in ("hf", "llamacpp")
+
+    @property
+    def deployment_name(self) -> str:
+        return "model-" + re.sub(r"[^A-Za-z0-9_-]", "_", self.name)
+
+    def resolved(self) -> ResolvedModel:
+        return resolve_model(self.model)
+
+    def load(self) -> ModelLoad:
+        """The in-process load (no idle keep-alive: a served model stays loaded while its replica lives)."""
+        ref = parse_model_string(self.model)
+        pins = self.placement.model_dump(exclude_defaults=True, exclude={"measured_bytes"})
+        load = load_for(ref.provider, self.task, ref.model_id, {**self.options, **pins})
+        return load.model_copy(update={"keep_alive_s": None})
+
+
+class AppConfig(BaseModel):
+    """The whole app: models, the ingress and remote deployments' scaling, API keys, where outputs go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("aimu_ray", pattern=NAME, description="the Serve application's name")
+    route_prefix: str = "/"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_keys: list[SecretStr] = Field(default_factory=list, description="bearer keys clients must send; "
+                                                                        "none: no auth")
+    api_keys_env: str | None = Field(None, description="an env var with more keys, comma-separated")
+    output_dir: Path = Path("output")
+    public_url: str | None = Field(None, description="base of the image URLs the app hands out; default: the "
+                                                     "address the request came to")
+    ingress: ReplicaOptions = Field(default_factory=ReplicaOptions)
+    remote: ReplicaOptions = Field(default_factory=ReplicaOptions)
+    models: list[ServedModel] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AppConfig:
+        names = [model.name for model in self.models]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(twice)}")
+        return self
+
+    def model(self, name: str) -> ServedModel | None:
+        return next((model for model in self.models if model.name == name), None)
+
+    def bearer_keys(self) -> set[str]:
+        keys = {key.get_secret_value() for key in self.api_keys}
+        if self.api_keys_env:
+            keys |= {key.strip() for key in os.environ.get(self.api_keys_env, "").split(",") if key.strip()}
+        return keys
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> AppConfig:
+        import yaml
+
+        text = os.path.expandvars(Path(path).read_text())
+        return cls.model_validate(yaml.safe_load(text) or {})
+
+
+def load_config(config: AppConfig | dict | str | os.PathLike) -> AppConfig:
+    """A config from an object, a dict (Serve's ``args``) or a YAML path."""
+    if isinstance(config, AppConfig):
+        return config
+    if isinstance(config, dict):
+        if set(config) == {"config"}:                    # `serve run aimu_ray.deployments:build_app config=x.yaml`
+            return AppConfig.from_yaml(config["config"])
+        return AppConfig.model_validate(config)
+    return AppConfig.from_yaml(config)
+

@@ -1,0 +1,64 @@
+"""The aimu client contract over a running Serve app's deployment handles.
+
+``ServeBackend`` is a backend like the pool's or a model actor's: the same clients (text, image,
+audio) send their requests through it, so a Ray app or job that calls a served model gets the same
+messages, streams, ``last_*`` and typed errors as ``aimu_ray.client(...)`` — and the ingress answers
+HTTP with these very clients. Requests name the served model; the deployment supplies endpoint, key
+and weights.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from ray import serve
+from ray.exceptions import RayTaskError
+
+from ..actors.backend import _unwrapped
+from ..client import AsyncTextClient
+from ..media_client import AsyncAudioClient, AsyncImageClient
+
+DEFAULT_APP = "aimu_ray"
+INGRESS = "ingress"
+
+
+class ServeBackend:
+    """Requests for one served model through its deployment's handle."""
+
+    def __init__(self, handle, name: str) -> None:
+        self._handle = handle
+        self._name = name
+
+    async def call(self, request):
+        try:
+            return await self._handle.run.remote(self._name, request)
+        except RayTaskError as failure:
+            raise _unwrapped(failure) from None
+
+    async def stream(self, request) -> AsyncIterator:
+        """Items as the replica sends them; closing this early cancels the replica's work."""
+        batches = self._handle.options(stream=True).stream.remote(self._name, request)
+        try:
+            async for batch in batches:
+                for item in batch:
+                    yield item
+        except RayTaskError as failure:
+            raise _unwrapped(failure) from None
+        finally:
+            batches.cancel()
+
+
+def served_client(model: str, backend: ServeBackend, task: str, *, system_message: str | None = None):
+    """The aimu client for a served model's task, sending through ``backend``."""
+    if task == "text":
+        return AsyncTextClient.served(model, backend, system_message=system_message)
+    return (AsyncImageClient if task == "image" else AsyncAudioClient).served(model, backend)
+
+
+async def connect(name: str, *, app: str = DEFAULT_APP, system_message: str | None = None):
+    """An async client for the model the running app serves as ``name`` (text, image or audio client)."""
+    ingress = serve.get_deployment_handle(INGRESS, app_name=app)
+    described = await ingress.describe.remote(name)
+    handle = serve.get_deployment_handle(described["deployment"], app_name=app)
+    return served_client(described["model"], ServeBackend(handle, name), described["task"],
+                         system_message=system_message)

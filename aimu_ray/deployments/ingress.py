@@ -1,0 +1,363 @@
+"""The OpenAI-compatible HTTP ingress: routes from one table, requests answered by the aimu clients.
+
+Each request builds a served client (``handles.served_client``) for the model it names, so HTTP gets
+exactly the contract Python callers get: kwargs mapping per provider, thinking, tool recording, typed
+errors. Typed errors become OpenAI-style error objects with the status a client can act on (400 fix
+the request, 404 no such model, 429/503 come back after Retry-After, 502/504 the provider failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+from contextlib import aclosing, asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+
+from ..models.errors import (ContextOverflowError, MissingAPIKeyError, ModelConnectionError, ModelLoadError,
+                             ModelRefusalError, ModelTimeoutError, ProviderError, RateLimitError)
+from ..models.stream import StreamingContentType
+from .config import AppConfig, ServedModel
+from .handles import INGRESS, ServeBackend, served_client
+from .metrics import Metrics
+from .openai_api import (AudioGenerationRequest, ChatCompletionRequest, ImageGenerationRequest, chat_chunk,
+                         chat_completion, completion_id, error_response, finish_reason, tool_calls_out, usage_out)
+
+logger = logging.getLogger("aimu_ray")
+FILE_NAME = re.compile(r"^[A-Za-z0-9_-]{20,64}\.(png|wav)$")
+OPEN_PATHS = ("/healthz", "/metrics", "/v1/files/", "/docs", "/openapi.json")
+RETRY_AFTER_S = 1
+REMOTE = "remote"              # the one deployment of every remote-provider model
+
+api = FastAPI(title="aimu_ray", version="1", description="OpenAI-compatible chat, images and audio over Ray Serve.")
+
+
+class Ingress:
+    def __init__(self, config: AppConfig, deployments: dict) -> None:
+        """``deployments``: each model deployment's handle by deployment name (Serve binds them)."""
+        self._config = config
+        self._app = serve.get_replica_context().app_name
+        self._keys = config.bearer_keys()
+        self._files = config.output_dir.resolve()
+        self._files.mkdir(parents=True, exist_ok=True)
+        self._handles = {model.name: deployments[_deployment_of(model)] for model in config.models}
+        self._metrics = Metrics()
+
+    # ----- for Python callers (``handles.connect``) -----
+
+    def describe(self, name: str) -> dict:
+        model = self._served(name)
+        return {"model": model.model, "task": model.task, "deployment": _deployment_of(model)}
+
+    # ----- HTTP -----
+
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    async def metrics(self) -> Response:
+        rows = await _registry_rows()
+        self._metrics.set_memory(rows, {model.deployment_name: model.name for model in self._config.models})
+        return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def list_models(self) -> dict:
+        status = await asyncio.to_thread(_app_status, self._app)
+        rows = await _registry_rows()
+        data = await asyncio.gather(*(self._model_card(model, status, rows) for model in self._config.models))
+        return {"object": "list", "data": list(data)}
+
+    async def chat_completions(self, body: ChatCompletionRequest, request: Request):
+        model = self._served(body.model, "text")
+        client = served_client(model.model, ServeBackend(self._handles[model.name], model.name), "text")
+        client.messages = [message.as_aimu() for message in body.messages]
+        if _has_images(client.messages) and not client.is_vision_model:
+            raise HTTPException(400, f"Model {model.name!r} does not take images.")
+        options = dict(generate_kwargs=body.generate_kwargs(), tools=body.tool_dicts(),
+                       use_tools=body.tool_choice != "none", thinking=body.thinking())
+        if body.stream:
+            return await self._event_stream(model.name, "chat", self._chat_events(client, options, body))
+        async with self._observed(model.name, "chat"):
+            content = await client.chat(None, **options)
+        self._metrics.count_tokens(model.name, client.last_usage)
+        return chat_completion(completion_id(), model.name, content, client.last_thinking, client.last_tool_calls,
+                               client.last_stop_reason, client.last_usage)
+
+    async def image_generations(self, body: ImageGenerationRequest, request: Request) -> dict:
+        model = self._served(body.model, "image")
+        client = served_client(model.model, ServeBackend(self._handles[model.name], model.name), "image")
+        extras = {key: value for key in ("negative_prompt", "num_inference_steps", "guidance_scale", "seed")
+                  if (value := getattr(body, key)) is not None}
+        async with self._observed(model.name, "images"):
+            pngs = await client.generate(body.prompt, num_images=body.n, format="bytes", **body.dimensions(),
+                                         **extras)
+        pngs = pngs if isinstance(pngs, list) else [pngs]
+        if body.response_format == "url":
+            data = [{"url": self._publish(png, "png", request)} for png in pngs]
+        else:
+            data = [{"b64_json": base64.b64encode(png).decode()} for png in pngs]
+        return {"created": int(time.time()), "data": data}
+
+    async def audio_generations(self, body: AudioGenerationRequest, request: Request):
+        model = self._served(body.model, "audio")
+        client = served_client(model.model, ServeBackend(self._handles[model.name], model.name), "audio")
+        async with self._observed(model.name, "audio"):
+            wavs = await client.generate(body.prompt, duration_s=body.duration_s,
+                                         num_inference_steps=body.num_inference_steps, seed=body.seed,
+                                         num_audio=body.n, format="bytes")
+        wavs = wavs if isinstance(wavs, list) else [wavs]
+        if body.response_format == "wav":
+            if len(wavs) > 1:
+                raise HTTPException(400, "response_format 'wav' carries one clip: use n=1, or 'b64_json' / 'url'.")
+            return Response(wavs[0], media_type="audio/wav")
+        if body.response_format == "url":
+            data = [{"url": self._publish(wav, "wav", request)} for wav in wavs]
+        else:
+            data = [{"b64_json": base64.b64encode(wav).decode()} for wav in wavs]
+        return {"created": int(time.time()), "data": data}
+
+    async def files(self, name: str) -> FileResponse:
+        """A generated image or clip, by the unguessable name its response carried."""
+        path = self._files / name
+        if not FILE_NAME.fullmatch(name) or not path.is_file():
+            raise HTTPException(404, "No such file.")
+        return FileResponse(path, media_type="image/png" if name.endswith(".png") else "audio/wav")
+
+    # ----- helpers -----
+
+    def _served(self, name: str, task: str | None = None) -> ServedModel:
+        model = self._config.model(name)
+        if model is None:
+            raise HTTPException(404, f"The model {name!r} does not exist. Served models: "
+                                     f"{', '.join(m.name for m in self._config.models)}.")
+        if task is not None and model.task != task:
+            raise HTTPException(400, f"Model {name!r} makes {model.task}, not {task}.")
+        return model
+
+    def _publish(self, data: bytes, suffix: str, request: Request) -> str:
+        name = f"{secrets.token_urlsafe(24)}.{suffix}"
+        (self._files / name).write_bytes(data)
+        base = self._config.public_url or str(request.base_url)
+        return f"{base.rstrip('/')}/v1/files/{name}"
+
+    async def _model_card(self, model: ServedModel, status: dict, rows: list[dict]) -> dict:
+        deployment = _deployment_of(model)
+        state, error = _deployment_state(status.get(deployment))
+        if state == "ready":
+            try:
+                answer = await self._handles[model.name].state.remote(model.name)
+                state, error = answer["state"], answer.get("error")
+            except Exception as failure:
+                state, error = "failed", type(failure).__name__
+        placement = [{key: row.get(key) for key in ("node_id", "device", "gpu_ids", "num_gpus", "reserved_bytes",
+                                                    "used_vram_bytes", "used_ram_bytes", "reason")}
+                     for row in rows if row.get("deployment") == deployment]
+        card = {"id": model.name, "object": "model", "created": 0, "owned_by": "aimu_ray", "modality": model.task,
+                "state": state, "placement": placement}
+        if error:
+            card["error"] = error
+        return card
+
+    async def _event_stream(self, model: str, route: str, events: AsyncIterator[dict]) -> Response:
+        """An SSE response; the first event is awaited here so that an early error is a real status code."""
+        observed = self._observed(model, route)
+        await observed.__aenter__()
+        try:
+            first = await anext(events)
+        except BaseException as error:
+            await observed.__aexit__(type(error), error, error.__traceback__)
+            await events.aclose()
+            raise
+
+        async def body() -> AsyncIterator[str]:
+            failure: BaseException | None = None
+            try:
+                yield _sse(first)
+                async with aclosing(events):
+                    async for event in events:
+                        yield _sse(event)
+                yield "data: [DONE]\n\n"
+            except Exception as error:        # headers are out: the error travels as an event, as OpenAI's does
+                failure = error
+                _, payload, _ = error_payload(error)
+                logger.warning("stream for %s failed after it started: %s", model, payload["error"]["message"])
+                yield _sse(payload)
+            finally:
+                await observed.__aexit__(type(failure) if failure else None, failure, None)
+
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _chat_events(self, client, options: dict, body: ChatCompletionRequest) -> AsyncIterator[dict]:
+        id, name = completion_id(), body.model
+        yield chat_chunk(id, name, {"role": "assistant", "content": ""})
+        chunks = await client.chat(None, stream=True, **options)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                key = "reasoning_content" if chunk.phase == StreamingContentType.THINKING else "content"
+                yield chat_chunk(id, name, {key: chunk.content})
+        calls = client.last_tool_calls
+        if calls:
+            yield chat_chunk(id, name, {"tool_calls": [dict(call, index=i) for i, call in
+                                                       enumerate(tool_calls_out(calls))]})
+        yield chat_chunk(id, name, {}, finish_reason(client.last_stop_reason, calls))
+        self._metrics.count_tokens(name, client.last_usage)
+        if body.stream_options and body.stream_options.include_usage:
+            yield chat_chunk(id, name, None, usage=usage_out(client.last_usage))
+
+    @asynccontextmanager
+    async def _observed(self, model: str, route: str):
+        """Count, time and gauge one request; the status recorded is the one the caller will see."""
+        self._metrics.in_flight.labels(model).inc()
+        started = time.perf_counter()
+        status = 200
+        try:
+            yield
+        except BaseException as error:
+            status = error_payload(error)[0] if isinstance(error, Exception) else 499
+            self._metrics.errors.labels(model, route, type(error).__name__).inc()
+            raise
+        finally:
+            self._metrics.in_flight.labels(model).dec()
+            self._metrics.latency.labels(model, route).observe(time.perf_counter() - started)
+            self._metrics.requests.labels(model, route, str(status)).inc()
+
+
+ROUTES = [
+    ("GET", "/healthz", "healthz"),
+    ("GET", "/metrics", "metrics"),
+    ("GET", "/v1/models", "list_models"),
+    ("POST", "/v1/chat/completions", "chat_completions"),
+    ("POST", "/v1/images/generations", "image_generations"),
+    ("POST", "/v1/audio/generations", "audio_generations"),
+    ("GET", "/v1/files/{name}", "files"),
+]
+for _verb, _path, _method in ROUTES:
+    api.add_api_route(_path, getattr(Ingress, _method), methods=[_verb])
+
+
+# ----- auth and errors, for every route -----
+
+@api.middleware("http")
+async def require_key(request: Request, call_next):
+    keys = serve.get_replica_context().servable_object._keys
+    if keys and not request.url.path.startswith(OPEN_PATHS) and not _authorized(request, keys):
+        return JSONResponse(error_response("Missing or wrong API key: send 'Authorization: Bearer <key>'.",
+                                           "invalid_request_error", code="invalid_api_key"), status_code=401)
+    return await call_next(request)
+
+
+def _authorized(request: Request, keys: set[str]) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
+
+
+@api.exception_handler(RequestValidationError)
+async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
+    problems = error.errors()
+    first = problems[0] if problems else {}
+    param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+    message = "; ".join(f"{'.'.join(map(str, p.get('loc', ())[1:])) or 'body'}: {p.get('msg')}" for p in problems[:5])
+    return JSONResponse(error_response(message or "Invalid request body.", "invalid_request_error", param=param),
+                        status_code=400)
+
+
+@api.exception_handler(HTTPException)
+async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+    type_ = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+    code = "model_not_found" if error.status_code == 404 and "model" in str(error.detail) else None
+    return JSONResponse(error_response(str(error.detail), type_, code=code), status_code=error.status_code)
+
+
+@api.exception_handler(Exception)
+async def model_error(request: Request, error: Exception) -> JSONResponse:
+    status, payload, retry_after = error_payload(error)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(payload, status_code=status, headers=headers)
+
+
+def error_payload(error: BaseException) -> tuple[int, dict, int | None]:
+    """(status, OpenAI-style body, Retry-After seconds or None) for an error a request ended in."""
+    if isinstance(error, HTTPException):
+        return error.status_code, error_response(str(error.detail), "invalid_request_error"), None
+    if isinstance(error, BackPressureError):
+        return 503, error_response("The model is at capacity; retry shortly.", "overloaded_error",
+                                   code="overloaded"), RETRY_AFTER_S
+    if isinstance(error, RateLimitError):
+        return 429, error_response(str(error), "rate_limit_error"), max(1, round(error.retry_after or RETRY_AFTER_S))
+    if isinstance(error, ContextOverflowError):
+        return 400, error_response(str(error), "invalid_request_error", code="context_length_exceeded"), None
+    if isinstance(error, ModelRefusalError):
+        return 400, error_response(str(error), "invalid_request_error", code="content_filter"), None
+    if isinstance(error, ModelTimeoutError):
+        return 504, error_response(str(error), "timeout_error"), None
+    if isinstance(error, (ModelLoadError, MissingAPIKeyError)):
+        return 503, error_response(str(error), "model_unavailable_error", code="model_not_loaded"), RETRY_AFTER_S * 30
+    if isinstance(error, ModelConnectionError):
+        return 503, error_response(str(error), "model_unavailable_error"), RETRY_AFTER_S
+    if isinstance(error, ProviderError):
+        return 502, error_response(str(error), "upstream_error"), None
+    if isinstance(error, ValueError):
+        return 400, error_response(str(error), "invalid_request_error"), None
+    logger.exception("internal error", exc_info=error)
+    return 500, error_response("Internal server error.", "server_error"), None
+
+
+# ----- small helpers -----
+
+def _deployment_of(model: ServedModel) -> str:
+    return model.deployment_name if model.in_process else REMOTE
+
+
+def _has_images(messages: list[dict]) -> bool:
+    return any(isinstance(m.get("content"), list) and any(p.get("type") == "image_url" for p in m["content"])
+               for m in messages)
+
+
+def _sse(event: dict) -> str:
+    return f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+def _app_status(app: str) -> dict:
+    """Serve's view of each deployment of the app: status and replica counts by state."""
+    status = serve.status().applications.get(app)
+    if status is None:
+        return {}
+    return {name: {"status": str(d.status), "replicas": dict(d.replica_states or {}), "message": d.message}
+            for name, d in status.deployments.items()}
+
+
+def _deployment_state(status: dict | None) -> tuple[str, str | None]:
+    """Serve's deployment status as a model state: loading, ready, unloaded (scaled to zero) or failed."""
+    if status is None:
+        return "loading", None
+    running = status["replicas"].get("RUNNING", 0)
+    if "UNHEALTHY" in status["status"] or "FAILED" in status["status"]:
+        return "failed", status["message"] or None
+    if running:
+        return "ready", None
+    if "UPDATING" in status["status"] or status["replicas"]:
+        return "loading", None
+    return "unloaded", None
+
+
+async def _registry_rows() -> list[dict]:
+    from ..actors.registry import get_registry
+
+    try:
+        return await get_registry().placements.remote()
+    except Exception as error:        # metrics and model cards are still worth answering without placement
+        logger.warning("model registry unreachable: %s", error)
+        return []
+
+
+IngressDeployment = serve.deployment(name=INGRESS)(serve.ingress(api)(Ingress))

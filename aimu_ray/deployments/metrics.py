@@ -1,0 +1,53 @@
+"""Prometheus metrics of the HTTP front end, one registry per ingress replica (``GET /metrics``).
+
+Request counts, errors, latency and tokens are counted where requests pass; queue depth is what is in
+flight per model at this ingress; VRAM reserved and used per model is read from the model registry
+when Prometheus scrapes, so it always matches ``aimu-ray status``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("aimu_ray_requests", "HTTP requests answered", ["model", "route", "status"],
+                                registry=self.registry)
+        self.errors = Counter("aimu_ray_request_errors", "HTTP requests answered with an error",
+                              ["model", "route", "type"], registry=self.registry)
+        self.latency = Histogram("aimu_ray_request_seconds", "time to the whole answer (to the last chunk for "
+                                 "streams)", ["model", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.tokens = Counter("aimu_ray_tokens", "tokens in prompts and completions", ["model", "kind"],
+                              registry=self.registry)
+        self.in_flight = Gauge("aimu_ray_requests_in_flight", "requests this ingress is waiting on (queue depth)",
+                               ["model"], registry=self.registry)
+        self.vram_reserved = Gauge("aimu_ray_vram_reserved_bytes", "GPU memory promised to the model's replicas "
+                                   "and actors", ["model"], registry=self.registry)
+        self.vram_used = Gauge("aimu_ray_vram_used_bytes", "GPU memory the model's replicas and actors measured "
+                               "holding", ["model"], registry=self.registry)
+
+    def count_tokens(self, model: str, usage: dict | None) -> None:
+        if usage:
+            self.tokens.labels(model, "prompt").inc(usage.get("input_tokens", 0))
+            self.tokens.labels(model, "completion").inc(usage.get("output_tokens", 0))
+
+    def set_memory(self, rows: list[dict], name_of: dict[str, str]) -> None:
+        """Sum the registry's rows per model (a deployment's rows under its public name)."""
+        reserved: dict[str, int] = {}
+        used: dict[str, int] = {}
+        for row in rows:
+            model = name_of.get(row.get("deployment") or "", row["model"])
+            reserved[model] = reserved.get(model, 0) + (row["reserved_bytes"] if row["device"] == "cuda" else 0)
+            used[model] = used.get(model, 0) + (row.get("used_vram_bytes") or 0)
+        self.vram_reserved.clear()
+        self.vram_used.clear()
+        for model in reserved:
+            self.vram_reserved.labels(model).set(reserved[model])
+            self.vram_used.labels(model).set(used[model])
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,75 @@
+"""The Serve deployment of one in-process model: each replica hosts the same engine a ModelActor would.
+
+Replicas get the GPU share (and RAM) the placement policy planned for the model when the app was built
+(``app.build_app``); each one, once loaded, tells the model registry what it holds, so ``aimu-ray
+status`` lists it and later placements do not promise its memory again. A model that fails to load
+does not crash its replica (Serve would retry the same failure forever): the replica stays up, says
+``failed`` and answers every request with the load error.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+from typing import AsyncIterator
+
+import ray
+from ray import serve
+
+from ..actors.hosting import HostedModel
+from ..cluster.need import ModelNeed
+from ..cluster.placement import Placement
+from ..models.load import ModelLoad, Target
+
+logger = logging.getLogger("aimu_ray")
+
+
+@serve.deployment
+class ModelServer:
+    def __init__(self, name: str, load: ModelLoad, need: ModelNeed, placement: Placement) -> None:
+        self._name = name
+        self._model = HostedModel(load, Target(device=placement.device, device_map=placement.device_map,
+                                                offload=placement.offload))
+        self._in_flight = 0
+        self._replica_id = ray.get_runtime_context().get_actor_id()
+        if self._model.error is None:
+            self._registry("hosted", self._replica_id, serve.get_replica_context().deployment, load, need,
+                           placement, self._model.use)
+
+    def state(self, name: str | None = None) -> dict:
+        """``ready`` or ``failed`` (with the error), and the replica's measured use and engine counters."""
+        error = self._model.error
+        return {"state": "failed" if error else "ready", "error": f"{type(error).__name__}: {error}" if error else None,
+                "use": self._model.current_use(), "in_flight": self._in_flight, "engine": self._model.stats()}
+
+    async def run(self, name: str, request):
+        """One whole answer; ``name`` is the served name the caller asked for (the ingress routes by it)."""
+        self._in_flight += 1
+        try:
+            return await self._model.run(request)
+        finally:
+            self._in_flight -= 1
+
+    async def stream(self, name: str, request) -> AsyncIterator[list]:
+        """Batches of stream items; a caller that goes away (HTTP disconnect) cancels this and so the engine."""
+        self._in_flight += 1
+        try:
+            async with aclosing(self._model.stream(request)) as batches:
+                async for batch in batches:
+                    yield batch
+        finally:
+            self._in_flight -= 1
+
+    def __del__(self) -> None:
+        """Serve calls this when it stops the replica: the share goes back to the ledger."""
+        if getattr(self, "_model", None) is not None and self._model.error is None:
+            self._registry("released", self._replica_id)
+
+    @staticmethod
+    def _registry(method: str, *args) -> None:
+        from ..actors.registry import get_registry
+
+        try:
+            getattr(get_registry(), method).remote(*args)
+        except Exception as error:           # the ledger is advisory: a replica serves without it
+            logger.warning("Could not tell the model registry (%s): %s", method, error)
