@@ -10,14 +10,14 @@ from typing import Iterable
 
 from . import aio
 from .models.errors import (ConnectionDroppedError, ContextOverflowError, MissingAPIKeyError, ModelConnectionError, ModelError, ModelLoadError,
-                            ModelRefusalError, ModelTimeoutError, ProviderError, ProviderResponseError,
+                            ModelBusyError, ModelRefusalError, ModelTimeoutError, ProviderError, ProviderResponseError,
                             RateLimitError)
 from .models.stream import StreamChunk, StreamingContentType
 from .models.tools import tool
 from .sync import AudioClient, ImageClient, TextClient, iterate, run
 
 __all__ = [
-    "ConnectionDroppedError", "ContextOverflowError", "MissingAPIKeyError", "ModelConnectionError", "ModelError", "ModelLoadError", "ModelRefusalError",
+    "ConnectionDroppedError", "ContextOverflowError", "MissingAPIKeyError", "ModelBusyError", "ModelConnectionError", "ModelError", "ModelLoadError", "ModelRefusalError",
     "ModelTimeoutError", "ProviderError", "ProviderResponseError", "RateLimitError", "StreamChunk",
     "StreamingContentType", "AudioClient", "ImageClient", "TextClient", "aio", "audio_client", "chat", "client",
     "generate_audio", "generate_image", "image_client", "init", "placements", "shutdown", "tool", "unload",

@@ -71,7 +71,7 @@ class ServedModel(ReplicaOptions):
     @field_validator("model")
     @classmethod
     def _parses(cls, value: str) -> str:
-        parse_model_string(value)
+        resolve_model(value)           # the form, the provider and the ;flags, with aimu's messages
         return value
 
     @model_validator(mode="after")

@@ -13,10 +13,12 @@ from typing import AsyncIterator
 
 from ray import serve
 from ray.exceptions import RayTaskError
+from ray.serve.exceptions import BackPressureError
 
 from ..actors.backend import _unwrapped
 from ..client import AsyncTextClient
 from ..media_client import AsyncAudioClient, AsyncImageClient
+from ..models.errors import ModelBusyError
 
 DEFAULT_APP = "aimu_ray"
 INGRESS = "ingress"
@@ -34,6 +36,8 @@ class ServeBackend:
             return await self._handle.run.remote(self._name, request)
         except RayTaskError as failure:
             raise _unwrapped(failure) from None
+        except BackPressureError as failure:
+            raise _busy(self._name) from failure
 
     async def stream(self, request) -> AsyncIterator:
         """Items as the replica sends them; closing this early cancels the replica's work."""
@@ -44,8 +48,14 @@ class ServeBackend:
                     yield item
         except RayTaskError as failure:
             raise _unwrapped(failure) from None
+        except BackPressureError as failure:
+            raise _busy(self._name) from failure
         finally:
             batches.cancel()
+
+
+def _busy(name: str) -> ModelBusyError:
+    return ModelBusyError(f"Model {name!r} is at capacity (its replicas' queues are full); retry in a moment.")
 
 
 def served_client(model: str, backend: ServeBackend, task: str, *, system_message: str | None = None):
@@ -58,7 +68,10 @@ def served_client(model: str, backend: ServeBackend, task: str, *, system_messag
 async def connect(name: str, *, app: str = DEFAULT_APP, system_message: str | None = None):
     """An async client for the model the running app serves as ``name`` (text, image or audio client)."""
     ingress = serve.get_deployment_handle(INGRESS, app_name=app)
-    described = await ingress.describe.remote(name)
+    try:
+        described = await ingress.describe.remote(name)
+    except RayTaskError as failure:
+        raise _unwrapped(failure) from None
     handle = serve.get_deployment_handle(described["deployment"], app_name=app)
     return served_client(described["model"], ServeBackend(handle, name), described["task"],
                          system_message=system_message)

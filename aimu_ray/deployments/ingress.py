@@ -23,9 +23,9 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
-from ray.serve.exceptions import BackPressureError
 
-from ..models.errors import (ContextOverflowError, MissingAPIKeyError, ModelConnectionError, ModelLoadError,
+from ..models.errors import (ContextOverflowError, MissingAPIKeyError, ModelBusyError, ModelConnectionError, ModelError,
+                             ModelLoadError,
                              ModelRefusalError, ModelTimeoutError, ProviderError, RateLimitError)
 from ..models.stream import StreamingContentType
 from .config import AppConfig, ServedModel
@@ -57,7 +57,9 @@ class Ingress:
     # ----- for Python callers (``handles.connect``) -----
 
     def describe(self, name: str) -> dict:
-        model = self._served(name)
+        model = self._config.model(name)
+        if model is None:
+            raise ValueError(f"No served model named {name!r}. Served: {', '.join(m.name for m in self._config.models)}.")
         return {"model": model.model, "task": model.task, "deployment": _deployment_of(model)}
 
     # ----- HTTP -----
@@ -82,6 +84,9 @@ class Ingress:
         client.messages = [message.as_aimu() for message in body.messages]
         if _has_images(client.messages) and not client.is_vision_model:
             raise HTTPException(400, f"Model {model.name!r} does not take images.")
+        if body.tools and body.tool_choice != "none" and not client.is_tool_using_model:
+            raise HTTPException(400, f"Model {model.name!r} does not take tools (its config can say so with "
+                                     "';tools' after its model string).")
         options = dict(generate_kwargs=body.generate_kwargs(), tools=body.tool_dicts(),
                        use_tools=body.tool_choice != "none", thinking=body.thinking())
         if body.stream:
@@ -198,13 +203,16 @@ class Ingress:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def _chat_events(self, client, options: dict, body: ChatCompletionRequest) -> AsyncIterator[dict]:
+        """OpenAI's chunks; the model's first chunk is awaited before the role chunk, so an early error has a status."""
         id, name = completion_id(), body.model
-        yield chat_chunk(id, name, {"role": "assistant", "content": ""})
         chunks = await client.chat(None, stream=True, **options)
         async with aclosing(chunks):
+            first = await anext(chunks, None)
+            yield chat_chunk(id, name, {"role": "assistant", "content": ""})
+            if first is not None:
+                yield chat_chunk(id, name, _delta(first))
             async for chunk in chunks:
-                key = "reasoning_content" if chunk.phase == StreamingContentType.THINKING else "content"
-                yield chat_chunk(id, name, {key: chunk.content})
+                yield chat_chunk(id, name, _delta(chunk))
         calls = client.last_tool_calls
         if calls:
             yield chat_chunk(id, name, {"tool_calls": [dict(call, index=i) for i, call in
@@ -278,6 +286,8 @@ async def http_error(request: Request, error: HTTPException) -> JSONResponse:
     return JSONResponse(error_response(str(error.detail), type_, code=code), status_code=error.status_code)
 
 
+@api.exception_handler(ModelError)
+@api.exception_handler(ValueError)
 @api.exception_handler(Exception)
 async def model_error(request: Request, error: Exception) -> JSONResponse:
     status, payload, retry_after = error_payload(error)
@@ -289,9 +299,8 @@ def error_payload(error: BaseException) -> tuple[int, dict, int | None]:
     """(status, OpenAI-style body, Retry-After seconds or None) for an error a request ended in."""
     if isinstance(error, HTTPException):
         return error.status_code, error_response(str(error.detail), "invalid_request_error"), None
-    if isinstance(error, BackPressureError):
-        return 503, error_response("The model is at capacity; retry shortly.", "overloaded_error",
-                                   code="overloaded"), RETRY_AFTER_S
+    if isinstance(error, ModelBusyError):
+        return 503, error_response(str(error), "overloaded_error", code="overloaded"), RETRY_AFTER_S
     if isinstance(error, RateLimitError):
         return 429, error_response(str(error), "rate_limit_error"), max(1, round(error.retry_after or RETRY_AFTER_S))
     if isinstance(error, ContextOverflowError):
@@ -308,6 +317,8 @@ def error_payload(error: BaseException) -> tuple[int, dict, int | None]:
         return 502, error_response(str(error), "upstream_error"), None
     if isinstance(error, ValueError):
         return 400, error_response(str(error), "invalid_request_error"), None
+    if isinstance(error, ModelError):                 # the model failed this request; its message is sanitised
+        return 500, error_response(str(error), "model_error"), None
     logger.exception("internal error", exc_info=error)
     return 500, error_response("Internal server error.", "server_error"), None
 
@@ -321,6 +332,10 @@ def _deployment_of(model: ServedModel) -> str:
 def _has_images(messages: list[dict]) -> bool:
     return any(isinstance(m.get("content"), list) and any(p.get("type") == "image_url" for p in m["content"])
                for m in messages)
+
+
+def _delta(chunk) -> dict:
+    return {"reasoning_content" if chunk.phase == StreamingContentType.THINKING else "content": chunk.content}
 
 
 def _sse(event: dict) -> str:

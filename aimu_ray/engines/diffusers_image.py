@@ -52,6 +52,7 @@ class EngineStats:
     calls: int = 0
     requests: int = 0
     images: int = 0
+    steps: int = 0          # denoising steps run: a call whose callers all left stops adding to it
 
 
 class DiffusersImageEngine:
@@ -135,7 +136,7 @@ class DiffusersImageEngine:
         self.stats.calls += 1
         self.stats.requests += len(batch)
         self.stats.images += len(batch) * first.num_images
-        steps = _StepReporter(batch, first.preview_every)
+        steps = _StepReporter(batch, first.preview_every, self.stats)
         try:
             pipe = self._pipe if first.reference_image is None else self._img2img_pipe()
             output = pipe(**_call_kwargs(pipe, batch, self._device), callback_on_step_end=steps)
@@ -242,15 +243,17 @@ def _random_generator(device: str) -> torch.Generator:
 class _StepReporter:
     """``callback_on_step_end`` of one call: a progress item per step for every request of the batch."""
 
-    def __init__(self, batch: list[_Job], preview_every: int | None):
+    def __init__(self, batch: list[_Job], preview_every: int | None, stats: EngineStats):
         self.batch = batch
         self.preview_every = preview_every
+        self.stats = stats
         self.total_steps = 1
 
     def __call__(self, pipe, step: int, timestep, tensors: dict) -> dict:
         if all(job.abandoned for job in self.batch):
             pipe._interrupt = True          # nobody listens: diffusers pipelines skip their remaining steps
             return tensors
+        self.stats.steps += 1
         done = step + 1
         self.total_steps = getattr(pipe, "num_timesteps", done)     # img2img runs fewer than asked
         preview = None

@@ -196,6 +196,9 @@ def generation_settings(defaults: GenerationConfig, params: dict[str, Any]) -> t
     template_kwargs = dict(params.pop("chat_template_kwargs", None) or {})
     if "reasoning_effort" in params:
         template_kwargs["reasoning_effort"] = params.pop("reasoning_effort")
+    if params.get("temperature") == 0:                   # OpenAI's (and vLLM's) way to ask for greedy decoding
+        del params["temperature"]
+        params["do_sample"] = False
     if "repeat_penalty" in params:                       # aimu accepts llama.cpp's spelling for HF too
         params.setdefault("repetition_penalty", params.pop("repeat_penalty"))
     unknown = sorted(set(params) - set(defaults.to_dict()))

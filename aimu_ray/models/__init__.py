@@ -1,7 +1,7 @@
 """Provider-independent types and rules: model strings, wire models, stream chunks, errors, kwargs."""
 
 from .errors import (ConnectionDroppedError, ContextOverflowError, MissingAPIKeyError, ModelConnectionError, ModelError, ModelLoadError,
-                     ModelRefusalError, ModelTimeoutError, ProviderError, ProviderResponseError, RateLimitError,
+                     ModelBusyError, ModelRefusalError, ModelTimeoutError, ProviderError, ProviderResponseError, RateLimitError,
                      UpstreamError)
 from .model_string import ModelRef, ResolvedModel, parse_model_string, resolve_model
 from .stream import StreamChunk, StreamingContentType
@@ -10,7 +10,7 @@ from .wire import ChatDelta, ChatRequest, ChatResult, Endpoint, ToolCall, Usage
 
 __all__ = [
     "ChatDelta", "ChatRequest", "ChatResult", "ConnectionDroppedError", "ContextOverflowError", "Endpoint", "MissingAPIKeyError",
-    "ModelConnectionError", "ModelError", "ModelLoadError", "ModelRef", "ModelRefusalError", "ModelTimeoutError", "ProviderError",
+    "ModelBusyError", "ModelConnectionError", "ModelError", "ModelLoadError", "ModelRef", "ModelRefusalError", "ModelTimeoutError", "ProviderError",
     "ProviderResponseError", "RateLimitError", "ResolvedModel", "StreamChunk", "StreamingContentType", "ToolCall",
     "UpstreamError", "Usage", "parse_model_string", "resolve_model", "tool",
 ]

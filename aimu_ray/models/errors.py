@@ -39,6 +39,10 @@ class ConnectionDroppedError(ModelConnectionError):
     """
 
 
+class ModelBusyError(ModelConnectionError):
+    """The model's replicas are at capacity and their queue is full; retry after a moment."""
+
+
 class ModelTimeoutError(ModelConnectionError):
     """The model did not answer in time, after the retries allowed."""
 

@@ -1,0 +1,323 @@
+"""The Serve app over HTTP with the openai SDK, and through deployment handles, on one local Ray.
+
+One app for the module serves a tiny HF text model, a tiny diffusers pipeline, a tiny MusicGen and a
+remote model on the loopback fake server. Every error status, auth, cancellation on disconnect,
+metrics and the handle client are checked against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import socket
+import time
+import wave
+
+import httpx
+import openai
+import pytest
+import ray
+from PIL import Image
+from ray import serve
+
+import aimu_ray
+from aimu_ray.deployments import AppConfig, connect, run
+
+pytest_plugins = ["tests.fixtures.pytest_fixtures", "tests.fixtures.image_fixtures", "tests.fixtures.audio_fixtures",
+                  "tests.fakes.fixtures"]
+
+KEY = "sk-test-serve-key-0123456789"
+PROVIDER_KEY = "sk-provider-secret-9876543210"
+GUARD_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tiny_hf_dir, tiny_sd_dir, tiny_musicgen_dir, fake_server, tmp_path_factory):
+    os.environ["AIMU_RAY_TEST_PROVIDER_KEY"] = PROVIDER_KEY       # reaches the remote replicas, never a response
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")
+    config = AppConfig(port=free_port(), output_dir=tmp_path_factory.mktemp("served"), api_keys=[KEY], models=[
+        {"name": "tiny", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 8}},
+        {"name": "busy", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 1},
+         "max_ongoing_requests": 1, "max_queued_requests": 1},
+        {"name": "painter", "model": f"hf:{tiny_sd_dir}", "task": "image"},
+        {"name": "music", "model": f"hf:{tiny_musicgen_dir}", "task": "audio"},
+        {"name": "gpt", "model": f"openai-compat:m@{fake_server.url}/v1;tools,thinking", "options": {"max_retries": 0},
+         "api_key_env": "AIMU_RAY_TEST_PROVIDER_KEY"},
+        {"name": "keyless", "model": "anthropic:claude-sonnet-4-6", "api_key_env": "AIMU_RAY_TEST_UNSET_KEY"},
+    ])
+    run(config, access_log=False)
+    yield f"http://127.0.0.1:{config.port}"
+    serve.shutdown()
+    aimu_ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sdk(app) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{app}/v1", api_key=KEY, max_retries=0, timeout=GUARD_S)
+
+
+def post(app: str, path: str, body: dict, key: str | None = KEY) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{app}{path}", json=body, headers=headers, timeout=GUARD_S)
+
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+# ----- the OpenAI surface -----
+
+def test_models_lists_every_served_model_with_modality_state_and_placement(sdk):
+    cards = {card.id: card.model_dump() for card in sdk.models.list()}
+    assert set(cards) == {"tiny", "busy", "painter", "music", "gpt", "keyless"}
+    assert [cards[name]["modality"] for name in ("tiny", "painter", "music", "gpt")] == ["text", "image", "audio",
+                                                                                         "text"]
+    assert all(cards[name]["state"] == "ready" for name in ("tiny", "painter", "music", "gpt"))
+    assert cards["keyless"]["state"] == "failed" and "API key" in cards["keyless"]["error"]
+    placement = cards["tiny"]["placement"]
+    assert len(placement) == 1 and placement[0]["device"] == "cpu" and placement[0]["reason"]
+    assert cards["gpt"]["placement"] == []
+
+
+def test_chat_completion_from_an_in_process_model(sdk):
+    reply = sdk.chat.completions.create(model="tiny", messages=USER, max_tokens=6, temperature=0)
+    assert reply.object == "chat.completion" and reply.model == "tiny"
+    assert isinstance(reply.choices[0].message.content, str)
+    assert reply.choices[0].finish_reason in ("length", "stop")
+    assert reply.usage.completion_tokens <= 6 and reply.usage.prompt_tokens > 0
+
+
+def test_chat_stream_arrives_in_chunks_and_ends_with_a_finish_reason(sdk):
+    chunks = list(sdk.chat.completions.create(model="tiny", messages=USER, max_tokens=8, stream=True,
+                                              stream_options={"include_usage": True}))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert deltas[0].role == "assistant"
+    assert sum(1 for d in deltas if d.content) >= 2
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("length", "stop")
+    assert chunks[-1].usage.completion_tokens <= 8 and not chunks[-1].choices
+
+
+def test_remote_model_reasoning_and_tool_calls(sdk, fake):
+    fake.reply("Checking.", reasoning="They want weather.", tool_calls=[("weather", {"city": "Oslo"})])
+    tool = {"type": "function", "function": {"name": "weather", "description": "Weather in a city.",
+                                             "parameters": {"type": "object",
+                                                            "properties": {"city": {"type": "string"}}}}}
+    reply = sdk.chat.completions.create(model="gpt", messages=USER, tools=[tool], reasoning_effort="high")
+    message = reply.choices[0].message
+    assert message.content == "Checking." and message.model_extra["reasoning_content"] == "They want weather."
+    assert message.tool_calls[0].function.name == "weather"
+    assert message.tool_calls[0].function.arguments == '{"city": "Oslo"}'
+    assert reply.choices[0].finish_reason == "tool_calls"
+    sent = fake.requests[-1].body
+    assert sent["tools"][0]["function"]["name"] == "weather" and sent["model"] == "m"
+
+
+def test_remote_stream_carries_reasoning_content_then_content(sdk, fake):
+    fake.reply("The answer.", reasoning="Thinking it over.")
+    chunks = list(sdk.chat.completions.create(model="gpt", messages=USER, stream=True))
+    reasoning = "".join(c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in chunks if c.choices)
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert reasoning == "Thinking it over." and content == "The answer."
+
+
+def test_a_conversation_with_tool_results_goes_to_the_provider(sdk, fake):
+    fake.reply("It is sunny.")
+    messages = [*USER, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    assert sdk.chat.completions.create(model="gpt", messages=messages).choices[0].message.content == "It is sunny."
+    sent = fake.requests[-1].body["messages"]
+    assert sent[1]["tool_calls"][0]["function"]["arguments"] == '{"city": "Oslo"}' and sent[2]["role"] == "tool"
+
+
+def test_images_as_b64_json_and_as_urls_served_by_the_app(sdk, app):
+    inline = sdk.images.generate(model="painter", prompt="a fox", n=2, size="64x64",
+                                 extra_body={"num_inference_steps": 2, "seed": 7})
+    images = [Image.open(io.BytesIO(base64.b64decode(item.b64_json))) for item in inline.data]
+    assert [image.size for image in images] == [(64, 64), (64, 64)]
+    linked = sdk.images.generate(model="painter", prompt="a fox", size="64x64", response_format="url",
+                                 extra_body={"num_inference_steps": 2, "seed": 7})
+    fetched = httpx.get(linked.data[0].url, timeout=GUARD_S)
+    assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/png"
+    alone = sdk.images.generate(model="painter", prompt="a fox", size="64x64",
+                                extra_body={"num_inference_steps": 2, "seed": 7})
+    assert fetched.content == base64.b64decode(alone.data[0].b64_json)      # same seed, same bytes
+
+
+def test_audio_generation_returns_a_wav(app):
+    answer = post(app, "/v1/audio/generations", {"model": "music", "prompt": "drums", "duration_s": 0.2, "seed": 1})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "audio/wav"
+    with wave.open(io.BytesIO(answer.content)) as wav:
+        assert wav.getframerate() == 24000 and wav.getnframes() > 0
+    listed = post(app, "/v1/audio/generations", {"model": "music", "prompt": "drums", "duration_s": 0.2, "n": 2,
+                                                 "response_format": "b64_json"})
+    assert len(listed.json()["data"]) == 2
+
+
+# ----- errors -----
+
+def test_unknown_model_is_404_with_an_openai_error(sdk):
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.chat.completions.create(model="nope", messages=USER)
+    assert caught.value.body["code"] == "model_not_found" and "tiny" in caught.value.body["message"]
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"model": "tiny"}, "messages"),
+    ({"model": "tiny", "messages": []}, "messages"),
+    ({"model": "tiny", "messages": USER, "temperature": 7}, "temperature"),
+    ({"model": "tiny", "messages": USER, "n": 3}, "n"),
+    ({"model": "tiny", "messages": USER, "logprobs": True}, "logprobs"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://169.254.169.254/x.png"}}]}]}, "messages.0.content"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "/etc/passwd"}}]}]}, "messages.0.content"),
+])
+def test_invalid_bodies_are_400_naming_the_parameter(app, body, param):
+    answer = post(app, "/v1/chat/completions", body)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"].startswith(param)
+
+
+def test_a_body_that_is_not_json_is_400(app):
+    answer = httpx.post(f"{app}/v1/chat/completions", content=b"{not json", timeout=GUARD_S,
+                        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_wrong_modality_and_images_for_a_text_only_model_are_400(app):
+    assert post(app, "/v1/images/generations", {"model": "tiny", "prompt": "x"}).status_code == 400
+    pixel = "data:image/png;base64," + base64.b64encode(_png()).decode()
+    answer = post(app, "/v1/chat/completions", {"model": "gpt", "messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": pixel}}]}]})
+    assert answer.status_code == 400 and "images" in answer.json()["error"]["message"]
+
+
+def test_provider_rate_limit_is_429_with_retry_after(app, fake):
+    fake.fault(status=429, retry_after=3)
+    answer = post(app, "/v1/chat/completions", {"model": "gpt", "messages": USER})
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "3"
+    assert answer.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_provider_failure_is_502_and_a_missing_key_is_503_without_the_secret(app, fake):
+    fake.fault(status=500, message=f"boom, your key {PROVIDER_KEY} is odd")
+    answer = post(app, "/v1/chat/completions", {"model": "gpt", "messages": USER})
+    assert answer.status_code == 502 and "boom" in answer.text and PROVIDER_KEY not in answer.text
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {PROVIDER_KEY}"
+    keyless = post(app, "/v1/chat/completions", {"model": "keyless", "messages": USER})
+    assert keyless.status_code == 503 and "retry-after" in keyless.headers
+    assert "API key" in keyless.json()["error"]["message"]
+
+
+def test_a_stream_that_fails_before_its_first_chunk_gets_a_status_code(app, fake):
+    fake.fault(status=429, retry_after=1)
+    answer = post(app, "/v1/chat/completions", {"model": "gpt", "messages": USER, "stream": True})
+    assert answer.status_code == 429
+
+
+def test_overload_is_503_with_retry_after(app):
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=GUARD_S, headers={"Authorization": f"Bearer {KEY}"}) as http:
+            body = {"model": "busy", "messages": USER, "max_tokens": 200}
+            return await asyncio.gather(*(http.post(f"{app}/v1/chat/completions", json=body) for _ in range(6)))
+
+    answers = asyncio.run(burst())
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses.count(200) >= 2 and 503 in statuses, statuses
+    rejected = next(answer for answer in answers if answer.status_code == 503)
+    assert rejected.headers["retry-after"] == "1" and rejected.json()["error"]["code"] == "overloaded"
+
+
+# ----- auth -----
+
+@pytest.mark.parametrize("key", [None, "wrong-key"])
+def test_requests_without_the_right_key_are_401(app, key):
+    answer = post(app, "/v1/chat/completions", {"model": "tiny", "messages": USER}, key=key)
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(f"{app}/v1/models", timeout=GUARD_S).status_code == 401
+
+
+def test_health_and_metrics_need_no_key(app, sdk):
+    sdk.chat.completions.create(model="tiny", messages=USER, max_tokens=2)
+    assert httpx.get(f"{app}/healthz", timeout=GUARD_S).json() == {"status": "ok"}
+    metrics = httpx.get(f"{app}/metrics", timeout=GUARD_S).text
+    assert 'aimu_ray_requests_total{model="tiny",route="chat",status="200"}' in metrics
+    assert 'aimu_ray_tokens_total{kind="completion",model="tiny"}' in metrics
+    assert 'aimu_ray_request_errors_total{model="nope"' not in metrics          # 404s are not model traffic
+    assert "aimu_ray_requests_in_flight" in metrics and "aimu_ray_vram_reserved_bytes" in metrics
+
+
+# ----- cancellation -----
+
+def model_state(deployment: str) -> dict:
+    handle = serve.get_deployment_handle(deployment, app_name="aimu_ray")
+    return handle.state.remote(None).result(timeout_s=GUARD_S)
+
+
+def wait_idle(deployment: str) -> dict:
+    deadline = time.monotonic() + GUARD_S
+    while (state := model_state(deployment))["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return state
+
+
+def test_a_client_that_disconnects_stops_the_hf_generation(app):
+    before = wait_idle("model-tiny")["engine"]["tokens"]
+    body = {"model": "tiny", "messages": USER, "max_tokens": 480, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{app}/v1/chat/completions", json=body, timeout=GUARD_S,
+                      headers={"Authorization": f"Bearer {KEY}"}) as answer:
+        lines = answer.iter_lines()
+        for _ in range(3):
+            next(lines)
+    after = wait_idle("model-tiny")
+    assert after["in_flight"] == 0
+    assert after["engine"]["tokens"] - before < 480
+
+
+def test_a_client_that_disconnects_stops_the_diffusers_loop(app):
+    before = wait_idle("model-painter")["engine"]["steps"]
+    body = {"model": "painter", "prompt": "a slow fox", "num_inference_steps": 400}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{app}/v1/images/generations", json=body, timeout=1.5, headers={"Authorization": f"Bearer {KEY}"})
+    after = wait_idle("model-painter")
+    assert after["in_flight"] == 0
+    assert 0 < after["engine"]["steps"] - before < 400
+
+
+# ----- handles for other Ray apps -----
+
+async def test_the_handle_client_keeps_aimus_contract(app):
+    client = await connect("tiny", system_message="Be brief.")
+    answer = await client.chat("hello", generate_kwargs={"max_tokens": 4, "temperature": 0})
+    assert isinstance(answer, str) and [m["role"] for m in client.messages] == ["system", "user", "assistant"]
+    assert client.last_usage["output_tokens"] <= 4 and client.last_stop_reason in ("length", "stop")
+    chunks = [chunk async for chunk in await client.chat("more", stream=True, generate_kwargs={"max_tokens": 4})]
+    assert chunks and all(chunk.phase == "generating" for chunk in chunks)
+    assert len(client.messages) == 5
+
+
+async def test_the_handle_client_for_images_and_errors(app, fake):
+    painter = await connect("painter")
+    image = await painter.generate("a fox", num_inference_steps=2, seed=3)
+    assert image.size == (64, 64)
+    gpt = await connect("gpt")
+    fake.fault(status=429, retry_after=0.1)
+    with pytest.raises(aimu_ray.models.errors.RateLimitError):
+        await gpt.chat("hi")
+    with pytest.raises(ValueError, match="'nope'"):
+        await connect("nope")
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, format="PNG")
+    return buffer.getvalue()
