@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # aimu_ray's one entry point for people and CI.
-#   ./run.sh demo    set the machine up if needed, then run the main job (examples/quickstart.py)
+#   ./run.sh demo    set the machine up if needed, then run the main job (examples/serve_demo.py)
 #   ./run.sh test    set the machine up if needed, then run the whole offline test suite
 #   ./run.sh bench   set the machine up if needed, then run every benchmark in benchmarks/
 #   ./run.sh setup   only set up: a .venv with torch (CPU), aimu_ray[all,test,bench] and llama-cpp-python
@@ -44,7 +44,7 @@ cmd=${1:-help}
 shift || true
 case "$cmd" in
     setup) setup ;;
-    demo)  setup; exec "$PY" examples/quickstart.py "$@" ;;
+    demo)  setup; exec "$PY" examples/serve_demo.py "$@" ;;
     test)  setup; run_tests "$@" ;;
     bench) setup; for script in benchmarks/*.py; do echo "==> $script"; "$PY" "$script"; done ;;
     *)     sed -n '2,6p' "$0"; exit 2 ;;

@@ -9,17 +9,17 @@ from __future__ import annotations
 from typing import Iterable
 
 from . import aio
-from .models.errors import (ConnectionDroppedError, ContextOverflowError, MissingAPIKeyError, ModelConnectionError, ModelError, ModelLoadError,
-                            ModelBusyError, ModelRefusalError, ModelTimeoutError, ProviderError, ProviderResponseError,
-                            RateLimitError)
+from .models.errors import (ConnectionDroppedError, ContextOverflowError, MissingAPIKeyError, ModelBusyError,
+                            ModelConnectionError, ModelError, ModelLoadError, ModelRefusalError, ModelTimeoutError,
+                            ProviderError, ProviderResponseError, RateLimitError)
 from .models.stream import StreamChunk, StreamingContentType
 from .models.tools import tool
-from .sync import AudioClient, ImageClient, TextClient, iterate, run
+from .sync import AudioClient, ImageClient, TextClient, iterate, run, sync_twin
 
 __all__ = [
-    "ConnectionDroppedError", "ContextOverflowError", "MissingAPIKeyError", "ModelBusyError", "ModelConnectionError", "ModelError", "ModelLoadError", "ModelRefusalError",
-    "ModelTimeoutError", "ProviderError", "ProviderResponseError", "RateLimitError", "StreamChunk",
-    "StreamingContentType", "AudioClient", "ImageClient", "TextClient", "aio", "audio_client", "chat", "client",
+    "ConnectionDroppedError", "ContextOverflowError", "MissingAPIKeyError", "ModelBusyError", "ModelConnectionError",
+    "ModelError", "ModelLoadError", "ModelRefusalError", "ModelTimeoutError", "ProviderError", "ProviderResponseError", "RateLimitError", "StreamChunk",
+    "StreamingContentType", "AudioClient", "ImageClient", "TextClient", "aio", "audio_client", "chat", "client", "connect",
     "generate_audio", "generate_image", "image_client", "init", "placements", "shutdown", "tool", "unload",
 ]
 
@@ -61,6 +61,11 @@ def generate_audio(prompt: str, *, model: str | None = None, format: str = "path
     """One clip (a list when ``num_audio`` > 1), by default a WAV file path, as in aimu."""
     result = run(aio.generate_audio(prompt, model=model, format=format, **kwargs))
     return iterate(result) if kwargs.get("stream") else result
+
+
+def connect(name: str, *, app: str = "aimu_ray", system: str | None = None):
+    """A client for the model a running aimu_ray Serve app serves as ``name`` (see ``aio.connect``)."""
+    return sync_twin(run(aio.connect(name, app=app, system=system)))
 
 
 def placements():

@@ -13,7 +13,7 @@ from .client import AsyncTextClient
 from .fleet import placements, unload
 from .media_client import AsyncAudioClient, AsyncImageClient
 
-__all__ = ["AsyncAudioClient", "AsyncImageClient", "AsyncTextClient", "audio_client", "chat", "client",
+__all__ = ["AsyncAudioClient", "AsyncImageClient", "AsyncTextClient", "audio_client", "chat", "client", "connect",
            "generate_audio", "generate_image", "image_client", "placements", "unload"]
 
 
@@ -56,3 +56,14 @@ def audio_client(model: str | None = None, **kwargs) -> AsyncAudioClient:
 async def generate_audio(prompt: str, *, model: str | None = None, format: str = "path", **kwargs):
     """One-shot: a fresh audio client, one ``generate``."""
     return await audio_client(model).generate(prompt, format=format, **kwargs)
+
+
+async def connect(name: str, *, app: str = "aimu_ray", system: str | None = None):
+    """A client for the model a running aimu_ray Serve app serves as ``name``, over its deployment handles.
+
+    From any Ray app, actor or job on the cluster; the same contract as ``client()`` (text) or
+    ``image_client()`` / ``audio_client()`` (media), with the server's endpoint, keys and weights.
+    """
+    from .deployments.handles import connect as connect_handles   # ray.serve is imported only here
+
+    return await connect_handles(name, app=app, system_message=system)

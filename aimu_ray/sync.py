@@ -72,6 +72,13 @@ class _SyncClient:
     def __init__(self, model: str, **kwargs):
         object.__setattr__(self, "_async", self._async_class(model, **kwargs))
 
+    @classmethod
+    def over(cls, async_client) -> _SyncClient:
+        """The sync twin of an async client made elsewhere (``aio.connect``)."""
+        client = cls.__new__(cls)
+        object.__setattr__(client, "_async", async_client)
+        return client
+
     @property
     def aio(self):
         """The async client behind this one; it shares this client's state."""
@@ -122,3 +129,9 @@ class AudioClient(_SyncClient):
 
     def generate(self, prompt: str, *, stream: bool = False, **kwargs):
         return _answer(self._async.generate(prompt, stream=stream, **kwargs), stream)
+
+
+def sync_twin(async_client) -> _SyncClient:
+    """TextClient, ImageClient or AudioClient over ``async_client``, by its class."""
+    twin = next(cls for cls in (TextClient, ImageClient, AudioClient) if isinstance(async_client, cls._async_class))
+    return twin.over(async_client)

@@ -31,6 +31,7 @@ from ..models.stream import StreamingContentType
 from .config import AppConfig, ServedModel
 from .handles import INGRESS, ServeBackend, served_client
 from .metrics import Metrics
+from .status import model_state, serve_apps
 from .openai_api import (AudioGenerationRequest, ChatCompletionRequest, ImageGenerationRequest, chat_chunk,
                          chat_completion, completion_id, error_response, finish_reason, tool_calls_out, usage_out)
 
@@ -73,7 +74,7 @@ class Ingress:
         return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def list_models(self) -> dict:
-        status = await asyncio.to_thread(_app_status, self._app)
+        status = (await asyncio.to_thread(serve_apps)).get(self._app, {})
         rows = await _registry_rows()
         data = await asyncio.gather(*(self._model_card(model, status, rows) for model in self._config.models))
         return {"object": "list", "data": list(data)}
@@ -156,7 +157,7 @@ class Ingress:
 
     async def _model_card(self, model: ServedModel, status: dict, rows: list[dict]) -> dict:
         deployment = _deployment_of(model)
-        state, error = _deployment_state(status.get(deployment))
+        state, error = model_state(status.get(deployment))
         if state == "ready":
             try:
                 answer = await self._handles[model.name].state.remote(model.name)
@@ -340,29 +341,6 @@ def _delta(chunk) -> dict:
 
 def _sse(event: dict) -> str:
     return f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
-
-
-def _app_status(app: str) -> dict:
-    """Serve's view of each deployment of the app: status and replica counts by state."""
-    status = serve.status().applications.get(app)
-    if status is None:
-        return {}
-    return {name: {"status": str(d.status), "replicas": dict(d.replica_states or {}), "message": d.message}
-            for name, d in status.deployments.items()}
-
-
-def _deployment_state(status: dict | None) -> tuple[str, str | None]:
-    """Serve's deployment status as a model state: loading, ready, unloaded (scaled to zero) or failed."""
-    if status is None:
-        return "loading", None
-    running = status["replicas"].get("RUNNING", 0)
-    if "UNHEALTHY" in status["status"] or "FAILED" in status["status"]:
-        return "failed", status["message"] or None
-    if running:
-        return "ready", None
-    if "UPDATING" in status["status"] or status["replicas"]:
-        return "loading", None
-    return "unloaded", None
 
 
 async def _registry_rows() -> list[dict]:

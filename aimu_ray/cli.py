@@ -1,0 +1,280 @@
+"""``aimu-ray``: serve models, talk to them, run batch jobs and see where everything runs.
+
+Every subcommand runs on the Ray named by ``--address`` / ``RAY_ADDRESS`` (a ``ray job submit`` job
+has it set), or on an embedded local Ray. Model arguments are aimu model strings; with ``--served`` they
+are the public names of a running ``aimu-ray serve`` app instead, reached through its deployment handles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+DESCRIPTION = ("Serve models over an OpenAI-compatible API, talk to them, run batch jobs and see where "
+               "everything runs, on the Ray named by --address or RAY_ADDRESS (or an embedded local Ray).")
+EXAMPLES = """\
+examples:
+  aimu-ray serve examples/serve.yaml                 # the OpenAI-compatible app, at http://127.0.0.1:8000/v1
+  aimu-ray chat anthropic:claude-sonnet-4-6 "What is Ray?"
+  aimu-ray chat qwen --served                        # a conversation (stdin) with a model the app serves
+  aimu-ray image hf:stabilityai/sdxl-turbo "a fox" --steps 4 --output-dir out/
+  aimu-ray audio hf:facebook/musicgen-small "lo-fi piano" --duration 8
+  ray job submit -- aimu-ray batch --model hf:Qwen/Qwen3-8B --input prompts.jsonl --output out.jsonl
+  aimu-ray status                                    # GPUs, placed models, memory reserved vs used, and why
+  aimu-ray unload hf:Qwen/Qwen3-8B
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, TypeError, ImportError, OSError) as error:     # bad input: say what, no traceback
+        print(f"aimu-ray {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aimu-ray", description=DESCRIPTION,
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--address", help="the Ray cluster (default: RAY_ADDRESS, a local `ray start`, or an "
+                                          "embedded Ray)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the OpenAI-compatible Serve app from a config file",
+                                description="Deploy the app a YAML config describes (models, keys, scaling) and "
+                                            "serve it until Ctrl-C. `serve run aimu_ray.deployments:build_app "
+                                            "config=FILE` and `serve deploy` run the same app.")
+    serve.add_argument("config", help="the app's YAML config (see examples/serve.yaml)")
+    serve.add_argument("--host", help="override the config's host")
+    serve.add_argument("--port", type=int, help="override the config's port")
+    serve.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    serve.set_defaults(run=_serve)
+
+    chat = commands.add_parser("chat", help="chat with a model: one prompt, or a conversation on stdin",
+                               description="Stream the answer to PROMPT, or hold a conversation one stdin line per "
+                                           "turn when PROMPT is left out.")
+    _model_arguments(chat)
+    chat.add_argument("prompt", nargs="?", help="one prompt; without it, read turns from stdin")
+    chat.add_argument("--system", help="the system message")
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--thinking", choices=["on", "off", "low", "medium", "high"])
+    chat.set_defaults(run=_chat)
+
+    image = commands.add_parser("image", help="generate images into a folder", description="Generate images "
+                                "and print the path of each PNG.")
+    _model_arguments(image)
+    image.add_argument("prompt")
+    image.add_argument("-n", "--num-images", type=int, default=1)
+    image.add_argument("--size", help="WIDTHxHEIGHT")
+    image.add_argument("--steps", type=int, help="denoising steps")
+    image.add_argument("--seed", type=int)
+    image.add_argument("--output-dir", default="output")
+    image.set_defaults(run=_image)
+
+    audio = commands.add_parser("audio", help="generate audio clips into a folder",
+                                description="Generate audio and print the path of each WAV.")
+    _model_arguments(audio)
+    audio.add_argument("prompt")
+    audio.add_argument("--duration", type=float, help="seconds")
+    audio.add_argument("--steps", type=int)
+    audio.add_argument("--seed", type=int)
+    audio.add_argument("-n", "--num-audio", type=int, default=1)
+    audio.add_argument("--output-dir", default="output")
+    audio.set_defaults(run=_audio)
+
+    batch = commands.add_parser("batch", help="run a JSONL file of requests; resumable",
+                                description="One request per input line, results appended to OUTPUT as they "
+                                            "complete. A rerun after a kill resumes: recorded lines are skipped. "
+                                            "Line formats: `python -c 'import aimu_ray.batch as b; help(b)'`.")
+    batch.add_argument("--model", required=True, help="a model string")
+    batch.add_argument("--input", required=True, help="JSONL requests")
+    batch.add_argument("--output", required=True, help="JSONL results (appended; also the resume log)")
+    batch.add_argument("--task", choices=["text", "image", "audio"], default="text")
+    batch.add_argument("--concurrency", type=int, default=16, help="requests in flight across the cluster")
+    batch.add_argument("--output-dir", help="where images and clips go (default: OUTPUT's name + _files)")
+    batch.add_argument("--retry-failed", action="store_true", help="run the lines recorded as failed again")
+    batch.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="a client option, value as JSON when it parses (model_path=..., n_ctx=4096)")
+    batch.add_argument("--no-progress", action="store_true")
+    batch.set_defaults(run=_batch)
+
+    status = commands.add_parser("status", help="GPUs, placed models, memory reserved vs used, and why",
+                                 description="Every node's GPUs as NVML sees them, every in-process model (actors "
+                                             "and Serve replicas) with its share and the reason, and Serve apps.")
+    status.add_argument("--json", action="store_true", help="machine-readable")
+    status.set_defaults(run=_status)
+
+    unload = commands.add_parser("unload", help="unload in-process models, giving their GPU shares back")
+    unload.add_argument("model", nargs="?", help="a model string such as hf:org/name; all models when left out")
+    unload.set_defaults(run=_unload)
+    return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a model string (hf:…, anthropic:…), or with --served a served name")
+    parser.add_argument("--served", nargs="?", const="aimu_ray", metavar="APP",
+                        help="MODEL is a name the running Serve app APP (default aimu_ray) serves")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a client option, value as JSON when it parses (model_path=..., num_gpus=0.5)")
+
+
+# ----- subcommands -----
+
+def _serve(args) -> int:
+    from .deployments import AppConfig, run
+
+    config = AppConfig.from_yaml(args.config)
+    overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    config = config.model_copy(update=overrides)
+    _connect(args)
+    print(f"aimu-ray: serving {', '.join(m.name for m in config.models)} at "
+          f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}/v1 (Ctrl-C stops)", file=sys.stderr)
+    run(config, blocking=True, access_log=not args.no_access_log)
+    return 0
+
+
+def _chat(args) -> int:
+    import aimu_ray
+
+    client = _client(args, "text")
+    if args.system:
+        client.system_message = args.system
+    kwargs: dict[str, Any] = {"generate_kwargs": {"max_tokens": args.max_tokens} if args.max_tokens else None,
+                              "thinking": {"on": True, "off": False}.get(args.thinking, args.thinking)}
+    prompts = [args.prompt] if args.prompt else (line.rstrip("\n") for line in sys.stdin)
+    for prompt in prompts:
+        if not prompt.strip():
+            continue
+        phase = None
+        for chunk in client.chat(prompt, stream=True, **kwargs):
+            if chunk.phase != phase and chunk.phase == aimu_ray.StreamingContentType.THINKING:
+                print("[thinking] ", end="", file=sys.stderr)
+            phase = chunk.phase
+            print(chunk.content, end="", flush=True, file=sys.stderr if phase == "thinking" else sys.stdout)
+        print()
+    return 0
+
+
+def _image(args) -> int:
+    client = _client(args, "image")
+    calls: dict[str, Any] = {"num_inference_steps": args.steps, "seed": args.seed}
+    if args.size:
+        width, _, height = args.size.partition("x")
+        calls.update(width=int(width), height=int(height))
+    paths = client.generate(args.prompt, num_images=args.num_images, format="path", output_dir=args.output_dir,
+                            **{k: v for k, v in calls.items() if v is not None})
+    print("\n".join(paths if isinstance(paths, list) else [paths]))
+    return 0
+
+
+def _audio(args) -> int:
+    client = _client(args, "audio")
+    paths = client.generate(args.prompt, duration_s=args.duration, num_inference_steps=args.steps, seed=args.seed,
+                            num_audio=args.num_audio, format="path", output_dir=args.output_dir)
+    print("\n".join(paths if isinstance(paths, list) else [paths]))
+    return 0
+
+
+def _batch(args) -> int:
+    from .batch import BatchInterrupted, run_batch_sync
+
+    _connect(args)
+    try:
+        summary = run_batch_sync(args.model, args.input, args.output, task=args.task, concurrency=args.concurrency,
+                                 output_dir=args.output_dir, progress=not args.no_progress,
+                                 retry_failed=args.retry_failed, client_options=_options(args.option))
+    except BatchInterrupted as stopped:
+        print(f"aimu-ray batch: {stopped}", file=sys.stderr)
+        return 130
+    print(summary.model_dump_json())
+    return 1 if summary.failed else 0
+
+
+def _status(args) -> int:
+    import aimu_ray
+
+    from .cluster.survey import survey
+    from .deployments.status import serve_apps
+
+    _connect(args)
+    inventory = aimu_ray.run(survey())
+    rows = aimu_ray.placements()
+    apps = serve_apps()
+    if args.json:
+        print(json.dumps({"nodes": inventory.model_dump()["nodes"], "models": [row.model_dump() for row in rows],
+                          "serve": apps}, indent=2))
+        return 0
+    print(_nodes_table(inventory))
+    print()
+    print(rows)
+    if apps:
+        print()
+        for app, deployments in apps.items():
+            print(f"Serve app {app!r}:")
+            for name, state in deployments.items():
+                print(f"  {name:<28} {state['status']:<12} replicas {state['replicas']}")
+    return 0
+
+
+def _unload(args) -> int:
+    import aimu_ray
+
+    _connect(args)
+    unloaded = aimu_ray.unload(args.model)
+    print("\n".join(unloaded) if unloaded else "Nothing to unload.")
+    return 0
+
+
+# ----- helpers -----
+
+def _connect(args) -> None:
+    from .runtime import ensure_ray
+
+    ensure_ray(args.address)
+
+
+def _client(args, task: str):
+    import aimu_ray
+
+    _connect(args)
+    options = _options(args.option)
+    if args.served:
+        if options:
+            raise ValueError("--option does not apply with --served: the server's config holds the options.")
+        return aimu_ray.connect(args.model, app=args.served)
+    factory = {"text": aimu_ray.client, "image": aimu_ray.image_client, "audio": aimu_ray.audio_client}[task]
+    return factory(args.model, **options)
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option takes KEY=VALUE, got {pair!r}.")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _nodes_table(inventory) -> str:
+    lines = [f"{'node':<14} {'GPU':>3} {'total':>10} {'free':>10} {'used by others':>15}   RAM free / total"]
+    for node in inventory.nodes:
+        ram = f"{node.ram_free_bytes / 1024**3:.1f} / {node.ram_total_bytes / 1024**3:.1f} GiB"
+        if not node.gpus:
+            lines.append(f"{node.node_id[:12]:<14} {'-':>3} {'':>10} {'':>10} {'':>15}   {ram}")
+        for gpu in node.gpus:
+            lines.append(f"{node.node_id[:12]:<14} {gpu.index:>3} {gpu.total_bytes / 1024**3:>9.1f}G "
+                         f"{gpu.free_bytes / 1024**3:>9.1f}G {len(gpu.processes):>9} procs   {ram}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
