@@ -321,3 +321,14 @@ def _png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (2, 2)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+async def test_another_serve_app_calls_the_served_model_through_handles(app):
+    from examples.handle_app import Summarizer
+
+    handle = serve.run(Summarizer.bind("tiny", "aimu_ray"), name="summarizer", route_prefix="/summarize")
+    summary = await handle.summarize.remote("Ray scales Python.", max_tokens=4)
+    assert isinstance(summary, str)
+    over_http = post(app, "/summarize", {}, key=None)
+    assert over_http.status_code == 200 and isinstance(over_http.json()["summary"], str)
+    serve.delete("summarizer")
