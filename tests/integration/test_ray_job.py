@@ -5,6 +5,7 @@ pool found on that cluster, a loopback provider answering. No in-process Ray in 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -61,12 +62,12 @@ def head_node(tmp_path_factory):
     shutil.rmtree(temp, ignore_errors=True)
 
 
-def submit(address: str, env: dict, code: str) -> subprocess.CompletedProcess:
+def submit(address: str, env: dict, *entrypoint: str) -> subprocess.CompletedProcess:
     """``ray job submit``, retried while the head's job agent is still starting (it lags the dashboard,
     by minutes on a loaded 2-core machine)."""
     deadline = time.monotonic() + 240
     while True:
-        job = subprocess.run([RAY, "job", "submit", f"--address={address}", "--", sys.executable, "-c", code],
+        job = subprocess.run([RAY, "job", "submit", f"--address={address}", "--", *entrypoint],
                              env=env, capture_output=True, text=True, timeout=180)
         if "No available agent" not in job.stderr + job.stdout or time.monotonic() > deadline:
             return job
@@ -74,7 +75,20 @@ def submit(address: str, env: dict, code: str) -> subprocess.CompletedProcess:
 
 
 def test_a_submitted_job_chats_through_the_clusters_pool(head_node, fake):
-    job = submit(*head_node, JOB.format(url=fake.url))
+    job = submit(*head_node, sys.executable, "-c", JOB.format(url=fake.url))
     assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
     assert "ANSWER echo: from a job 3" in job.stdout
     assert fake.requests[-1].body["messages"][0] == {"role": "system", "content": "job"}
+
+
+def test_a_submitted_batch_job_writes_one_record_per_line(head_node, fake, tmp_path):
+    """The issue's command: ``ray job submit -- aimu-ray batch ...``, on the cluster's pool."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"id": "p{i}", "prompt": "line {i}"}}\n' for i in range(5)))
+    out = tmp_path / "out.jsonl"
+    job = submit(*head_node, str(Path(sys.executable).with_name("aimu-ray")), "batch", "--model",
+                 f"vllm:m@{fake.url}/v1", "--input", str(prompts), "--output", str(out), "--no-progress")
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == [f"p{i}" for i in range(5)] and all(r["ok"] for r in records)
+    assert {r["output"] for r in records} == {f"echo: line {i}" for i in range(5)}
