@@ -20,12 +20,13 @@ from typing import AsyncIterator
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError
 
-from ..models.errors import MissingAPIKeyError, ModelConnectionError, ModelError
+from ..models.errors import ModelConnectionError
 from ..models.media import ImageRequest, ImageResult
 from ..models.wire import ChatDelta, ChatRequest, ChatResult
 from ..runtime import ensure_ray
+from . import calls
 from .pool import get_manager
 
 MAX_ATTEMPTS = 3     # workers tried for one request, each time the one running it died
@@ -63,16 +64,10 @@ class RemoteBackend:
         lost, error = [], None
         for _ in range(MAX_ATTEMPTS):
             async with self._worker(lost) as (key, worker):
-                ref = worker.run.remote(request)
                 try:
-                    return await _result(ref)
-                except RayTaskError as failure:
-                    raise _unwrapped(failure)
+                    return await calls.call(worker.run, request)
                 except RayActorError as failure:
                     lost, error = [key], failure
-                except asyncio.CancelledError:
-                    ray.cancel(ref)
-                    raise
         raise ModelConnectionError(NO_WORKER_LEFT) from error
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
@@ -80,17 +75,12 @@ class RemoteBackend:
         lost, error = [], None
         for _ in range(MAX_ATTEMPTS):
             async with self._worker(lost) as (key, worker):
-                items = worker.stream.remote(request)
                 started = False
                 try:
-                    async for ref in items:
-                        batch = await _result(ref)
+                    async for item in calls.stream(worker.stream, request):
                         started = True
-                        for item in batch:
-                            yield item
+                        yield item
                     return
-                except RayTaskError as failure:
-                    raise _unwrapped(failure)
                 except RayActorError as failure:
                     if started:
                         raise ModelConnectionError(
@@ -98,9 +88,6 @@ class RemoteBackend:
                             "had arrived; it was not retried because that would repeat text. Send it again.") \
                             from failure
                     lost, error = [key], failure
-                except (asyncio.CancelledError, GeneratorExit):
-                    ray.cancel(items)
-                    raise
         raise ModelConnectionError(NO_WORKER_LEFT) from error
 
     @asynccontextmanager
@@ -143,22 +130,6 @@ class RemoteBackend:
         with self._lock:
             self._workers = workers
             self._fetched_at = time.monotonic()
-
-
-def _result(ref: ray.ObjectRef):
-    """Await a ref through its concurrent future: ~0.15 ms less per call here than ``await ref``."""
-    return asyncio.wrap_future(ref.future())
-
-
-def _unwrapped(error: RayTaskError) -> BaseException:
-    """The exception the worker raised, instead of Ray's wrapper around it.
-
-    Typed model errors arrive as the worker raised them, with their own ``__cause__``. Anything else
-    is a bug, so it keeps Ray's wrapper (and the remote traceback) as its context.
-    """
-    cause = error.cause
-    cause.__suppress_context__ = isinstance(cause, (ModelError, MissingAPIKeyError))
-    return cause
 
 
 _backend = RemoteBackend()

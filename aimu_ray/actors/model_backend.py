@@ -26,7 +26,7 @@ from ..cluster.model_size import need_for
 from ..models.errors import ModelConnectionError
 from ..models.load import ModelLoad
 from ..runtime import ensure_ray
-from .backend import _result, _unwrapped
+from . import calls
 from .model_actor import ModelRetiredError
 from .pool import NAMESPACE
 from .registry import get_registry
@@ -48,49 +48,33 @@ class ModelBackend:
     async def call(self, request):
         for attempt in range(2):
             handle = await self._actor()
-            ref = handle.run.remote(request)
             try:
-                return await _result(ref)
-            except RayTaskError as failure:
-                error = _unwrapped(failure)
-                if isinstance(error, ModelRetiredError) and attempt == 0:
-                    self._drop(handle)
-                    continue
-                raise error
+                return await calls.call(handle.run, request)
+            except ModelRetiredError:
+                if attempt:
+                    raise
+                self._drop(handle)
             except RayActorError as failure:
-                if attempt == 0 and await self._recovered(handle, failure):
-                    continue
-                raise self._died(failure) from failure
-            except asyncio.CancelledError:
-                ray.cancel(ref)
-                raise
+                if not (attempt == 0 and await self._recovered(handle, failure)):
+                    raise self._died(failure) from failure
         raise AssertionError("unreachable")
 
     async def stream(self, request) -> AsyncIterator:
         for attempt in range(2):
             handle = await self._actor()
-            items = handle.stream.remote(request)
             started = False
             try:
-                async for ref in items:
-                    batch = await _result(ref)
+                async for item in calls.stream(handle.stream, request):
                     started = True
-                    for item in batch:
-                        yield item
+                    yield item
                 return
-            except RayTaskError as failure:
-                error = _unwrapped(failure)
-                if isinstance(error, ModelRetiredError) and not started and attempt == 0:
-                    self._drop(handle)
-                    continue
-                raise error
+            except ModelRetiredError:
+                if started or attempt:
+                    raise
+                self._drop(handle)
             except RayActorError as failure:
-                if not started and attempt == 0 and await self._recovered(handle, failure):
-                    continue
-                raise self._died(failure) from failure
-            except (asyncio.CancelledError, GeneratorExit):
-                ray.cancel(items)
-                raise
+                if started or not (attempt == 0 and await self._recovered(handle, failure)):
+                    raise self._died(failure) from failure
 
     async def actor(self) -> ActorHandle:
         """The model's actor, loaded (the first call places and loads it: seconds to minutes)."""
@@ -124,7 +108,7 @@ class ModelBackend:
         try:
             return ray.get(get_registry().ensure.remote(self.load, need, current_inventory_override(), gone_actor_id))
         except RayTaskError as failure:        # the load or placement error itself, not Ray's wrapper
-            raise _unwrapped(failure) from None
+            raise calls.unwrapped(failure) from None
 
     def _drop(self, handle: ActorHandle) -> None:
         with self._lock:
@@ -162,7 +146,7 @@ async def _restarted(handle: ActorHandle) -> bool:
     deadline = time.monotonic() + RESTART_WAIT_S
     while time.monotonic() < deadline:
         try:
-            await _result(handle.ready.remote())
+            await calls.result_of(handle.ready.remote())
             return True
         except ActorUnavailableError:          # still restarting: Ray refuses calls instead of queueing them
             await asyncio.sleep(RESTART_POLL_S)

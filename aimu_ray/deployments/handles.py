@@ -15,7 +15,7 @@ from ray import serve
 from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError
 
-from ..actors.backend import _unwrapped
+from ..actors.calls import unwrapped
 from ..client import AsyncTextClient
 from ..media_client import AsyncAudioClient, AsyncImageClient
 from ..models.errors import ModelBusyError
@@ -35,7 +35,7 @@ class ServeBackend:
         try:
             return await self._handle.run.remote(self._name, request)
         except RayTaskError as failure:
-            raise _unwrapped(failure) from None
+            raise unwrapped(failure) from None
         except BackPressureError as failure:
             raise _busy(self._name) from failure
 
@@ -47,7 +47,7 @@ class ServeBackend:
                 for item in batch:
                     yield item
         except RayTaskError as failure:
-            raise _unwrapped(failure) from None
+            raise unwrapped(failure) from None
         except BackPressureError as failure:
             raise _busy(self._name) from failure
         finally:
@@ -71,7 +71,7 @@ async def connect(name: str, *, app: str = DEFAULT_APP, system_message: str | No
     try:
         described = await ingress.describe.remote(name)
     except RayTaskError as failure:
-        raise _unwrapped(failure) from None
+        raise unwrapped(failure) from None
     handle = serve.get_deployment_handle(described["deployment"], app_name=app)
     return served_client(described["model"], ServeBackend(handle, name), described["task"],
                          system_message=system_message)
