@@ -85,7 +85,10 @@ class ServedModel(ReplicaOptions):
         if in_process:
             if self.api_key_env:
                 raise ValueError(f"api_key_env applies to remote providers, not to {self.model!r}")
-            self.load()                                  # unknown loader options fail here, at config time
+            try:
+                self.load()                              # unknown loader options fail here, at config time
+            except TypeError as error:                   # pydantic reports ValueErrors, with the model's name
+                raise ValueError(str(error)) from None
         elif self.placement != PlacementOptions():
             raise ValueError(f"placement applies to in-process models (hf:, llamacpp:), not to {self.model!r}")
         return self

@@ -20,6 +20,7 @@ from contextlib import aclosing, asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI, HTTPException, Request
+from starlette.exceptions import HTTPException as RoutingError     # the router's 404/405, unparsable bodies
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
@@ -280,11 +281,13 @@ async def invalid_body(request: Request, error: RequestValidationError) -> JSONR
                         status_code=400)
 
 
-@api.exception_handler(HTTPException)
-async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+@api.exception_handler(RoutingError)
+async def http_error(request: Request, error: RoutingError) -> JSONResponse:
+    """Our 4xx and Starlette's (no such route, wrong method, a body that is not UTF-8), as OpenAI errors."""
     type_ = "not_found_error" if error.status_code == 404 else "invalid_request_error"
     code = "model_not_found" if error.status_code == 404 and "model" in str(error.detail) else None
-    return JSONResponse(error_response(str(error.detail), type_, code=code), status_code=error.status_code)
+    return JSONResponse(error_response(str(error.detail), type_, code=code), status_code=error.status_code,
+                        headers=error.headers)
 
 
 @api.exception_handler(ModelError)

@@ -129,11 +129,13 @@ class HFTextEngine:
                        key=object() if extra else batch_key(settings))
 
     def _budget(self, settings: GenerationConfig, prompt_tokens: int) -> int:
-        """``max_new_tokens``, else what the context leaves (aimu's clients always send one)."""
+        """``max_new_tokens`` within what the context leaves: past it a model only produces noise, and a
+        huge request (``max_tokens: 100000`` over HTTP) would hold its batch row for minutes."""
+        left = max(1, self._context - prompt_tokens) if self._context else None
         if settings.max_new_tokens:
-            return settings.max_new_tokens
-        if self._context:
-            return max(1, self._context - prompt_tokens)
+            return min(settings.max_new_tokens, left) if left else settings.max_new_tokens
+        if left:
+            return left
         raise ValueError(f"Give max_new_tokens: {self._label} does not say how long its context is.")
 
     def _render(self, messages: list[dict], tools: list[dict], template_kwargs: dict[str, Any]) -> str:

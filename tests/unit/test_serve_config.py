@@ -1,0 +1,128 @@
+"""The Serve app's config, HTTP bodies, metrics and model states, without Ray or Serve running."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from aimu_ray.deployments.config import AppConfig, ServedModel, load_config
+from aimu_ray.deployments.metrics import Metrics
+from aimu_ray.deployments.openai_api import ChatCompletionRequest, ImageGenerationRequest, finish_reason
+from aimu_ray.deployments.status import model_state
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def config(*models: dict, **fields) -> AppConfig:
+    return AppConfig.model_validate({"models": list(models), **fields})
+
+
+def test_a_config_needs_models_with_unique_names():
+    with pytest.raises(ValidationError, match="at least 1"):
+        config()
+    with pytest.raises(ValidationError, match="repeated: a"):
+        config({"name": "a", "model": "hf:x"}, {"name": "a", "model": "hf:y"})
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"name": "a", "model": "nope:x"}, "nope"),
+    ({"name": "a", "model": "vllm:x@http://h:1/v1;wings"}, "flag"),
+    ({"name": "a", "model": "anthropic:claude", "task": "image"}, "image models"),
+    ({"name": "a", "model": "gemini:imagen", "task": "audio"}, "audio models"),
+    ({"name": "a", "model": "hf:x", "options": {"n_ctx": 8}}, "n_ctx"),
+    ({"name": "a", "model": "anthropic:claude", "placement": {"num_gpus": 0.5}}, "in-process"),
+    ({"name": "a", "model": "hf:x", "api_key_env": "K"}, "remote providers"),
+    ({"name": "../etc", "model": "hf:x"}, "pattern"),
+    ({"name": "a", "model": "hf:x", "num_replicas": 2, "autoscaling_config": {"max_replicas": 3}}, "not both"),
+    ({"name": "a", "model": "hf:x", "autoscaling_config": {"min_replicas": 3, "max_replicas": 1}}, "replicas"),
+])
+def test_bad_models_fail_when_the_config_loads(model, message):
+    with pytest.raises(ValidationError, match=message):
+        config(model)
+
+
+def test_a_served_in_process_model_has_no_idle_keep_alive_and_keeps_its_pins():
+    served = ServedModel(name="q", model="hf:/models/q", options={"max_batch_size": 4}, placement={"num_gpus": 0.5})
+    load = served.load()
+    assert load.keep_alive_s is None and load.options == {"max_batch_size": 4} and load.placement.num_gpus == 0.5
+    assert served.in_process and served.deployment_name == "model-q"
+    assert served.deployment_options(64) == {"max_ongoing_requests": 64, "num_replicas": 1}
+
+
+def test_yaml_expands_environment_variables_and_serve_args_name_a_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELS", "/srv/models")
+    path = tmp_path / "app.yaml"
+    path.write_text("port: 9000\nmodels:\n  - {name: q, model: 'hf:${MODELS}/q'}\n")
+    assert AppConfig.from_yaml(path).models[0].model == "hf:/srv/models/q"
+    assert load_config({"config": str(path)}).port == 9000                  # serve run ... config=app.yaml
+    assert load_config({"models": [{"name": "q", "model": "hf:q"}]}).port == 8000   # args inline (KubeRay)
+
+
+def test_bearer_keys_come_from_the_config_and_the_environment(monkeypatch):
+    monkeypatch.setenv("KEYS", "k2, k3,")
+    app = config({"name": "a", "model": "hf:x"}, api_keys=["k1"], api_keys_env="KEYS")
+    assert app.bearer_keys() == {"k1", "k2", "k3"}
+    assert "k1" not in repr(app)
+
+
+def test_chat_bodies_refuse_unknown_fields_and_fetchable_images():
+    with pytest.raises(ValidationError, match="logprobs"):
+        ChatCompletionRequest(model="m", messages=USER, logprobs=True)
+    for url in ("http://169.254.169.254/latest", "file:///etc/passwd", "/etc/passwd"):
+        with pytest.raises(ValidationError, match="inline data URLs"):
+            ChatCompletionRequest(model="m", messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": url}}]}])
+    with pytest.raises(ValidationError, match="JSON object"):
+        ChatCompletionRequest(model="m", messages=[{"role": "assistant", "tool_calls": [
+            {"id": "c", "function": {"name": "f", "arguments": "[1]"}}]}])
+
+
+def test_chat_bodies_become_aimu_calls():
+    body = ChatCompletionRequest(model="m", max_completion_tokens=9, max_tokens=3, temperature=0, stop=["x"],
+                                 reasoning_effort="minimal", messages=[
+                                     {"role": "developer", "content": "Be brief."},
+                                     {"role": "assistant", "tool_calls": [
+                                         {"id": "c1", "function": {"name": "f", "arguments": '{"a": 1}'}}]},
+                                     {"role": "tool", "tool_call_id": "c1", "content": "ok"}])
+    assert body.generate_kwargs() == {"max_tokens": 9, "temperature": 0, "stop": ["x"]}
+    assert body.thinking() == "low" and ChatCompletionRequest(model="m", messages=USER,
+                                                              reasoning_effort="none").thinking() is False
+    system, call, result = (message.as_aimu() for message in body.messages)
+    assert system == {"role": "system", "content": "Be brief."}
+    assert call["tool_calls"][0]["function"]["arguments"] == {"a": 1}
+    assert result == {"role": "tool", "content": "ok", "tool_call_id": "c1"}
+
+
+def test_image_sizes_and_finish_reasons():
+    assert ImageGenerationRequest(model="m", prompt="p", size="512x768").dimensions() == {"width": 512,
+                                                                                         "height": 768}
+    assert ImageGenerationRequest(model="m", prompt="p").dimensions() == {}
+    with pytest.raises(ValidationError):
+        ImageGenerationRequest(model="m", prompt="p", size="0x5")
+    assert [finish_reason(r, []) for r in ("max_tokens", "length", "end_turn", None, "refusal")] == \
+        ["length", "length", "stop", "stop", "content_filter"]
+    assert finish_reason("stop", [{"id": "c"}]) == "tool_calls"
+
+
+@pytest.mark.parametrize("deployment, state", [
+    (None, "loading"),
+    ({"status": "DeploymentStatus.UPDATING", "replicas": {"STARTING": 1}, "message": ""}, "loading"),
+    ({"status": "DeploymentStatus.HEALTHY", "replicas": {"RUNNING": 2}, "message": ""}, "ready"),
+    ({"status": "DeploymentStatus.HEALTHY", "replicas": {}, "message": ""}, "unloaded"),
+    ({"status": "DeploymentStatus.DEPLOY_FAILED", "replicas": {}, "message": "boom"}, "failed"),
+    ({"status": "DeploymentStatus.UNHEALTHY", "replicas": {"RUNNING": 1}, "message": "sick"}, "failed"),
+])
+def test_serve_statuses_become_model_states(deployment, state):
+    assert model_state(deployment)[0] == state
+
+
+def test_vram_gauges_sum_a_deployments_replicas_under_its_public_name():
+    metrics = Metrics()
+    rows = [{"model": "hf:q", "deployment": "model-q", "device": "cuda", "reserved_bytes": 10, "used_vram_bytes": 7},
+            {"model": "hf:q", "deployment": "model-q", "device": "cuda", "reserved_bytes": 10, "used_vram_bytes": 8},
+            {"model": "hf:other", "device": "cpu", "reserved_bytes": 99, "used_vram_bytes": None}]
+    metrics.set_memory(rows, {"model-q": "q"})
+    text = metrics.render().decode()
+    assert 'aimu_ray_vram_reserved_bytes{model="q"} 20.0' in text
+    assert 'aimu_ray_vram_used_bytes{model="q"} 15.0' in text
+    assert 'aimu_ray_vram_reserved_bytes{model="hf:other"} 0.0' in text
