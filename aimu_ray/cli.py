@@ -33,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args) or 0
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:                  # `aimu-ray status --json | head`: the reader left, nothing is wrong
+        return 0
     except (ValueError, TypeError, ImportError, OSError) as error:     # bad input: say what, no traceback
         print(f"aimu-ray {args.command}: {error}", file=sys.stderr)
         return 2
@@ -109,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable")
     status.set_defaults(run=_status)
 
-    unload = commands.add_parser("unload", help="unload in-process models, giving their GPU shares back")
+    unload = commands.add_parser("unload", help="unload in-process models, giving their GPU shares back",
+                                 description="Unload model actors (not Serve replicas: those live while their app "
+                                             "does); requests in flight get 30 s to finish.")
     unload.add_argument("model", nargs="?", help="a model string such as hf:org/name; all models when left out")
     unload.set_defaults(run=_unload)
     return parser
@@ -117,8 +121,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a model string (hf:…, anthropic:…), or with --served a served name")
-    parser.add_argument("--served", nargs="?", const="aimu_ray", metavar="APP",
-                        help="MODEL is a name the running Serve app APP (default aimu_ray) serves")
+    parser.add_argument("--served", action="store_true",
+                        help="MODEL is a name the running Serve app serves (reached through its handles)")
+    parser.add_argument("--app", default="aimu_ray", help="with --served: the Serve app's name (default aimu_ray)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a client option, value as JSON when it parses (model_path=..., num_gpus=0.5)")
 
@@ -134,7 +139,13 @@ def _serve(args) -> int:
     _connect(args)
     print(f"aimu-ray: serving {', '.join(m.name for m in config.models)} at "
           f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}/v1 (Ctrl-C stops)", file=sys.stderr)
-    run(config, blocking=True, access_log=not args.no_access_log)
+    try:
+        run(config, blocking=True, access_log=not args.no_access_log)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.shutdown()        # as `serve run` does: on a cluster that outlives this process the app stops too
+        raise
     return 0
 
 
@@ -183,11 +194,12 @@ def _audio(args) -> int:
 def _batch(args) -> int:
     from .batch import BatchInterrupted, run_batch_sync
 
+    options = _options(args.option)
     _connect(args)
     try:
         summary = run_batch_sync(args.model, args.input, args.output, task=args.task, concurrency=args.concurrency,
                                  output_dir=args.output_dir, progress=not args.no_progress,
-                                 retry_failed=args.retry_failed, client_options=_options(args.option))
+                                 retry_failed=args.retry_failed, client_options=options)
     except BatchInterrupted as stopped:
         print(f"aimu-ray batch: {stopped}", file=sys.stderr)
         return 130
@@ -241,12 +253,16 @@ def _connect(args) -> None:
 def _client(args, task: str):
     import aimu_ray
 
-    _connect(args)
     options = _options(args.option)
+    if args.served and options:
+        raise ValueError("--option does not apply with --served: the server's config holds the options.")
+    _connect(args)
     if args.served:
-        if options:
-            raise ValueError("--option does not apply with --served: the server's config holds the options.")
-        return aimu_ray.connect(args.model, app=args.served)
+        from ray.serve.exceptions import RayServeException
+        try:
+            return aimu_ray.connect(args.model, app=args.app)
+        except (KeyError, RayServeException) as missing:
+            raise ValueError(f"no Serve app {args.app!r} on this cluster ({missing})") from None
     factory = {"text": aimu_ray.client, "image": aimu_ray.image_client, "audio": aimu_ray.audio_client}[task]
     return factory(args.model, **options)
 

@@ -33,8 +33,9 @@ from .config import AppConfig, ServedModel
 from .handles import INGRESS, ServeBackend, served_client
 from .metrics import Metrics
 from .status import model_state, serve_apps
-from .openai_api import (AudioGenerationRequest, ChatCompletionRequest, ImageGenerationRequest, chat_chunk,
-                         chat_completion, completion_id, error_response, finish_reason, tool_calls_out, usage_out)
+from .openai_api import (AudioGenerationRequest, ChatCompletionRequest, ErrorResponse, ImageGenerationRequest,
+                         chat_chunk, chat_completion, completion_id, error_response, finish_reason, tool_calls_out,
+                         usage_out)
 
 logger = logging.getLogger("aimu_ray")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_-]{20,64}\.(png|wav)$")
@@ -251,8 +252,12 @@ ROUTES = [
     ("POST", "/v1/audio/generations", "audio_generations"),
     ("GET", "/v1/files/{name}", "files"),
 ]
+ERRORS = {status: {"model": ErrorResponse, "description": why} for status, why in (
+    (400, "invalid body or parameters"), (401, "missing or wrong API key"), (404, "no such model or route"),
+    (429, "the provider is rate limiting (Retry-After)"), (502, "the provider failed"),
+    (503, "model at capacity, not loaded, or unreachable (Retry-After)"), (504, "the provider timed out"))}
 for _verb, _path, _method in ROUTES:
-    api.add_api_route(_path, getattr(Ingress, _method), methods=[_verb])
+    api.add_api_route(_path, getattr(Ingress, _method), methods=[_verb], responses=ERRORS)
 
 
 # ----- auth and errors, for every route -----

@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP surface: request bodies (validated), response bodies, error objects.
 
-Bodies reject unknown fields, so a parameter the server would ignore (``logprobs``, ``n=2``) is a 422
+Bodies reject unknown fields, so a parameter the server would ignore (``logprobs``, ``n=2``) is a 400
 naming it, not a silent surprise. Images may arrive only as ``data:`` URLs: the server never fetches
 a URL a request names (engines would: HF vision loads http URLs and file paths).
 """

@@ -11,7 +11,7 @@ def serve_apps() -> dict[str, dict[str, dict]]:
 
     if _get_global_client(raise_if_no_controller_running=False) is None:
         return {}
-    return {name: {deployment: {"status": str(d.status), "replicas": dict(d.replica_states or {}),
+    return {name: {deployment: {"status": getattr(d.status, "value", str(d.status)), "replicas": dict(d.replica_states or {}),
                                 "message": d.message}
                    for deployment, d in app.deployments.items()}
             for name, app in serve.status().applications.items()}

@@ -1,0 +1,206 @@
+"""``aimu-ray`` without Ray: the help of every subcommand, ``--option KEY=VALUE`` parsing, and bad input
+answered with exit code 2 and one line, before any connection to Ray is made.
+
+Every test that could reach Ray replaces the CLI's ``_connect`` with a function that fails the test, so
+"refused before connecting" is checked, not assumed. The installed ``aimu-ray`` script is run once as a
+process to show the entry point itself works.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aimu_ray import cli
+
+SCRIPT = Path(sys.executable).with_name("aimu-ray")
+
+# What each subcommand does, in words its own --help must use (the summaries of the command list,
+# `aimu-ray --help`, are checked there).
+SUBCOMMANDS = {
+    "serve": ["YAML config", "serve it until Ctrl-C", "--host", "--port", "--no-access-log"],
+    "chat": ["Stream the answer to PROMPT", "one stdin line per turn", "--served", "--system", "--option"],
+    "image": ["Generate images", "path of each PNG", "--size", "--steps", "--output-dir", "--served"],
+    "audio": ["Generate audio", "path of each WAV", "--duration", "--output-dir"],
+    "batch": ["One request per input line", "resumes", "--input", "--output", "--option", "--concurrency"],
+    "status": ["GPUs", "in-process model", "Serve apps", "--json"],
+    "unload": ["model string", "all models when left out"],
+}
+SUMMARIES = {
+    "serve": "run the OpenAI-compatible Serve app from a config file",
+    "chat": "chat with a model: one prompt, or a conversation on stdin",
+    "image": "generate images into a folder",
+    "audio": "generate audio clips into a folder",
+    "batch": "run a JSONL file of requests; resumable",
+    "status": "GPUs, placed models, memory reserved vs used, and why",
+    "unload": "unload in-process models, giving their GPU shares back",
+}
+
+
+@pytest.fixture(autouse=True)
+def wide_help(monkeypatch):
+    """argparse wraps help to the terminal's width: a wide one keeps phrases on one line."""
+    monkeypatch.setenv("COLUMNS", "300")
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """The CLI may not connect to Ray in these tests: input errors are found first."""
+    def refuse(args):
+        raise AssertionError("the CLI connected to Ray")
+    monkeypatch.setattr(cli, "_connect", refuse)
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    """``aimu-ray ARGV`` in this process: exit code (argparse's SystemExit included), stdout, stderr."""
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ----- help -----
+
+def test_top_level_help_names_every_subcommand_and_the_cluster(capsys):
+    code, out, _ = run_main(capsys, "--help")
+    assert code == 0
+    assert "usage: aimu-ray" in out
+    assert "OpenAI-compatible" in out and "--address" in out and "RAY_ADDRESS" in out
+    for name, summary in SUMMARIES.items():
+        assert any(line.split() == [name, *summary.split()] for line in out.splitlines()), name
+    assert "examples:" in out and "aimu-ray batch --model" in out
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_every_subcommand_help_says_what_it_does(capsys, command):
+    code, out, err = run_main(capsys, command, "--help")
+    assert code == 0, err
+    assert out.startswith(f"usage: aimu-ray {command}")
+    text = " ".join(out.split())
+    missing = [words for words in SUBCOMMANDS[command] if words not in text]
+    assert not missing, f"`aimu-ray {command} --help` does not mention {missing}:\n{out}"
+
+
+def test_the_installed_script_runs():
+    done = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "usage: aimu-ray" in done.stdout
+
+
+# ----- argparse's own errors -----
+
+def test_an_unknown_subcommand_is_an_argparse_error(capsys):
+    code, out, err = run_main(capsys, "bogus")
+    assert code == 2
+    assert out == ""
+    assert "invalid choice: 'bogus'" in err and "Traceback" not in err
+
+
+def test_no_subcommand_is_an_argparse_error(capsys):
+    code, _, err = run_main(capsys)
+    assert code == 2
+    assert "required: COMMAND" in err
+
+
+def test_a_missing_required_argument_is_an_argparse_error(capsys):
+    code, _, err = run_main(capsys, "batch", "--model", "openai:gpt-4.1", "--input", "in.jsonl")
+    assert code == 2
+    assert "--output" in err
+
+
+# ----- --option KEY=VALUE -----
+
+@pytest.mark.parametrize(("pair", "key", "value"), [
+    ("n_ctx=4096", "n_ctx", 4096),
+    ("temperature=0.5", "temperature", 0.5),
+    ("verbose=true", "verbose", True),
+    ("chat_handler=null", "chat_handler", None),
+    ('model_kwargs={"torch_dtype": "bfloat16", "trust_remote_code": true}', "model_kwargs",
+     {"torch_dtype": "bfloat16", "trust_remote_code": True}),
+    ('stop=["a", "b"]', "stop", ["a", "b"]),
+    ('name="quoted"', "name", "quoted"),
+    ("model_path=/models/qwen3-8b-q4.gguf", "model_path", "/models/qwen3-8b-q4.gguf"),   # not JSON: the text
+    ("base_url=http://gpu-7:8000/v1", "base_url", "http://gpu-7:8000/v1"),
+    ("url=a=b", "url", "a=b"),                 # split at the first '='
+    ("empty=", "empty", ""),
+    ("dtype=bfloat16", "dtype", "bfloat16"),
+])
+def test_option_values_are_json_when_they_parse_else_text(pair, key, value):
+    assert cli._options([pair]) == {key: value}
+
+
+def test_options_accumulate_and_a_repeated_key_takes_the_last():
+    assert cli._options(["a=1", "b=x", "a=2"]) == {"a": 2, "b": "x"}
+    assert cli._options([]) == {}
+
+
+def test_option_is_repeatable_on_the_command_line():
+    args = cli._parser().parse_args(["chat", "hf:org/m", "hi", "--option", "n_ctx=1", "--option", "x=y"])
+    assert args.option == ["n_ctx=1", "x=y"]
+    assert cli._options(args.option) == {"n_ctx": 1, "x": "y"}
+
+
+@pytest.mark.parametrize("pair", ["novalue", "=5", ""])
+def test_a_malformed_option_is_refused(pair):
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        cli._options([pair])
+
+
+@pytest.mark.parametrize("argv", [
+    ["chat", "openai:gpt-4.1", "hi", "--option", "novalue"],
+    ["image", "hf:org/sd", "a fox", "--option", "=1"],
+    ["audio", "hf:org/musicgen", "piano", "--option", "oops"],
+    ["batch", "--model", "openai:gpt-4.1", "--input", "in.jsonl", "--output", "out.jsonl", "--option", "oops"],
+], ids=["chat", "image", "audio", "batch"])
+def test_a_malformed_option_exits_2_with_one_line_before_connecting(capsys, no_ray, argv):
+    code, out, err = run_main(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"aimu-ray {argv[0]}: --option takes KEY=VALUE")
+    assert repr(argv[-1]) in err
+
+
+@pytest.mark.parametrize("command", ["chat", "image", "audio"])
+def test_option_with_served_is_refused_before_connecting(capsys, no_ray, command):
+    code, out, err = run_main(capsys, command, "qwen", "a prompt", "--served", "--option", "n_ctx=4096")
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"aimu-ray {command}: --option does not apply with --served")
+
+
+# ----- the model arguments -----
+
+def test_served_is_a_flag_and_the_app_defaults_to_aimu_ray():
+    parse = cli._parser().parse_args
+    args = parse(["chat", "qwen", "What is Ray?", "--served"])
+    assert (args.model, args.prompt, args.served, args.app) == ("qwen", "What is Ray?", True, "aimu_ray")
+    assert parse(["chat", "qwen", "--served", "--app", "mine"]).app == "mine"
+    args = parse(["chat", "anthropic:claude-sonnet-4-6"])
+    assert (args.prompt, args.served, args.option) == (None, False, [])
+
+
+def test_address_is_a_top_level_option():
+    args = cli._parser().parse_args(["--address", "127.0.0.1:6379", "status", "--json"])
+    assert (args.address, args.command, args.json) == ("127.0.0.1:6379", "status", True)
+    assert cli._parser().parse_args(["unload"]).model is None
+
+
+def test_a_bad_size_is_refused_in_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_client", lambda args, task: None)     # no Ray, no model: only the parsing
+    code, out, err = run_main(capsys, "image", "hf:org/sd", "a fox", "--size", "64xbig")
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("aimu-ray image: ")
+
+
+def test_a_missing_config_file_is_refused_in_one_line(capsys, no_ray, tmp_path):
+    code, out, err = run_main(capsys, "serve", str(tmp_path / "nope.yaml"))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("aimu-ray serve: ") and "nope.yaml" in err
