@@ -19,7 +19,7 @@ import time
 from contextlib import aclosing, asynccontextmanager
 from typing import AsyncIterator
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from starlette.exceptions import HTTPException as RoutingError     # the router's 404/405, unparsable bodies
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -39,7 +39,6 @@ from .openai_api import (AudioGenerationRequest, ChatCompletionRequest, ErrorRes
 
 logger = logging.getLogger("aimu_ray")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_-]{20,64}\.(png|wav)$")
-OPEN_PATHS = ("/healthz", "/metrics", "/v1/files/", "/docs", "/openapi.json")
 RETRY_AFTER_S = 1
 REMOTE = "remote"              # the one deployment of every remote-provider model
 
@@ -51,7 +50,7 @@ class Ingress:
         """``deployments``: each model deployment's handle by deployment name (Serve binds them)."""
         self._config = config
         self._app = serve.get_replica_context().app_name
-        self._keys = config.bearer_keys()
+        self.keys = config.bearer_keys()
         self._files = config.output_dir.resolve()
         self._files.mkdir(parents=True, exist_ok=True)
         self._handles = {model.name: deployments[_deployment_of(model)] for model in config.models}
@@ -243,37 +242,39 @@ class Ingress:
             self._metrics.requests.labels(model, route, str(status)).inc()
 
 
-ROUTES = [
-    ("GET", "/healthz", "healthz"),
-    ("GET", "/metrics", "metrics"),
-    ("GET", "/v1/models", "list_models"),
-    ("POST", "/v1/chat/completions", "chat_completions"),
-    ("POST", "/v1/images/generations", "image_generations"),
-    ("POST", "/v1/audio/generations", "audio_generations"),
-    ("GET", "/v1/files/{name}", "files"),
+ROUTES = [       # verb, path, method, open (no key needed: probes, scrapers, <img src> of a generated file)
+    ("GET", "/healthz", "healthz", True),
+    ("GET", "/metrics", "metrics", True),
+    ("GET", "/v1/models", "list_models", False),
+    ("POST", "/v1/chat/completions", "chat_completions", False),
+    ("POST", "/v1/images/generations", "image_generations", False),
+    ("POST", "/v1/audio/generations", "audio_generations", False),
+    ("GET", "/v1/files/{name}", "files", True),
 ]
 ERRORS = {status: {"model": ErrorResponse, "description": why} for status, why in (
     (400, "invalid body or parameters"), (401, "missing or wrong API key"), (404, "no such model or route"),
     (429, "the provider is rate limiting (Retry-After)"), (502, "the provider failed"),
     (503, "model at capacity, not loaded, or unreachable (Retry-After)"), (504, "the provider timed out"))}
-for _verb, _path, _method in ROUTES:
-    api.add_api_route(_path, getattr(Ingress, _method), methods=[_verb], responses=ERRORS)
 
 
-# ----- auth and errors, for every route -----
-
-@api.middleware("http")
-async def require_key(request: Request, call_next):
-    keys = serve.get_replica_context().servable_object._keys
-    if keys and not request.url.path.startswith(OPEN_PATHS) and not _authorized(request, keys):
-        return JSONResponse(error_response("Missing or wrong API key: send 'Authorization: Bearer <key>'.",
-                                           "invalid_request_error", code="invalid_api_key"), status_code=401)
-    return await call_next(request)
+async def require_key(request: Request) -> None:
+    """Bearer auth, as a route dependency: it runs before the body is read, and costs nothing without keys."""
+    keys = serve.get_replica_context().servable_object.keys
+    if keys and not _authorized(request, keys):
+        raise HTTPException(401, "Missing or wrong API key: send 'Authorization: Bearer <key>'.")
 
 
 def _authorized(request: Request, keys: set[str]) -> bool:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
+
+
+for _verb, _path, _method, _open in ROUTES:
+    api.add_api_route(_path, getattr(Ingress, _method), methods=[_verb], responses=ERRORS,
+                      dependencies=[] if _open else [Depends(require_key)])
+
+
+# ----- errors, for every route -----
 
 
 @api.exception_handler(RequestValidationError)
@@ -290,7 +291,8 @@ async def invalid_body(request: Request, error: RequestValidationError) -> JSONR
 async def http_error(request: Request, error: RoutingError) -> JSONResponse:
     """Our 4xx and Starlette's (no such route, wrong method, a body that is not UTF-8), as OpenAI errors."""
     type_ = "not_found_error" if error.status_code == 404 else "invalid_request_error"
-    code = "model_not_found" if error.status_code == 404 and "model" in str(error.detail) else None
+    code = {401: "invalid_api_key", 404: "model_not_found" if "model" in str(error.detail) else None}.get(
+        error.status_code)
     return JSONResponse(error_response(str(error.detail), type_, code=code), status_code=error.status_code,
                         headers=error.headers)
 
