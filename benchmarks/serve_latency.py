@@ -31,10 +31,8 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._loopback import loopback_server, percentile  # noqa: E402
+from benchmarks._serve_app import free_port, offline_tiny_model, shutdown, start_app  # noqa: E402
 
 BLOCK = 50
 USER = [{"role": "user", "content": "hi"}]
@@ -65,10 +64,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ----- the LiteLLM proxy -----
@@ -126,18 +121,6 @@ class PendingProxy:
 
 # ----- the Serve app -----
 
-def start_app(url: str, hf_dir: Path, output_dir: str) -> str:
-    import ray
-
-    from aimu_ray.deployments import AppConfig, run
-
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    config = AppConfig(port=free_port(), output_dir=output_dir, models=[
-        {"name": "echo", "model": f"openai-compat:m@{url}/v1", "options": {"max_retries": 0}},
-        {"name": "tiny", "model": f"hf:{hf_dir}"}])
-    run(config, access_log=False)
-    return f"http://127.0.0.1:{config.port}"
 
 
 def start_bare_app(url: str) -> None:
@@ -371,12 +354,7 @@ def report(args, latency: dict, echo: dict, hf: dict, litellm_note: str) -> None
 
 def main() -> None:
     args = parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from aimu_ray.demo.tiny_models import build_tiny_hf_lm, tiny_model_cache
-
-    hf_dir = build_tiny_hf_lm(tiny_model_cache() / "tiny-llama-hf")
+    hf_dir = offline_tiny_model()
     with tempfile.TemporaryDirectory(prefix="serve-latency-") as workdir, loopback_server(0.0) as url:
         proxy_cm = (contextlib.nullcontext("skipped (--no-litellm)") if args.no_litellm
                     else litellm_proxy(url, Path(workdir), args.litellm_pythonpath))
@@ -394,16 +372,6 @@ def main() -> None:
                 shutdown()
     report(args, *results, note)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f} (others may share this machine)")
-
-
-def shutdown() -> None:
-    import ray
-    from ray import serve
-
-    if ray.is_initialized():
-        with contextlib.suppress(Exception):
-            serve.shutdown()
-        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import logging
 import os
 import secrets
-import socket
 import sys
 import tempfile
 import time
@@ -28,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._loopback import loopback_server  # noqa: E402
+from benchmarks._serve_app import offline_tiny_model, shutdown, start_app  # noqa: E402
 
 MIB = 1024 * 1024
 PROCESSES = {"ingress": "ingress", "remote replica": "remote", "HF replica": "model-tiny"}
@@ -44,24 +42,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def start_app(url: str, hf_dir: Path, output_dir: str, app: str) -> str:
-    import ray
-
-    from aimu_ray.deployments import AppConfig, run
-
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    config = AppConfig(name=app, port=free_port(), output_dir=output_dir, models=[
-        {"name": "echo", "model": f"openai-compat:m@{url}/v1", "options": {"max_retries": 0}},
-        {"name": "tiny", "model": f"hf:{hf_dir}"}])
-    run(config, access_log=False)
-    return f"http://127.0.0.1:{config.port}"
 
 
 def replica_pids(app: str) -> dict[str, int]:
@@ -155,12 +137,7 @@ def report(title: str, samples: list[tuple[int, dict]], statuses: dict[int, int]
 
 def main() -> None:
     args = parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from aimu_ray.demo.tiny_models import build_tiny_hf_lm, tiny_model_cache
-
-    hf_dir = build_tiny_hf_lm(tiny_model_cache() / "tiny-llama-hf")
+    hf_dir = offline_tiny_model()
     app_name = f"memory-bench-{secrets.token_hex(3)}"     # replica class names unique to this run
     results = []
     with tempfile.TemporaryDirectory(prefix="serve-memory-") as workdir, loopback_server(0.0) as url:
@@ -183,16 +160,6 @@ def main() -> None:
     for title, samples, statuses, seconds, n in results:
         report(title, samples, statuses, seconds, n, args.sample_every)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f} (others may share this machine)")
-
-
-def shutdown() -> None:
-    import ray
-    from ray import serve
-
-    if ray.is_initialized():
-        with contextlib.suppress(Exception):
-            serve.shutdown()
-        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import openai
 from ray import serve
 
 import aimu_ray
+from aimu_ray.demo.servers import free_port
 from aimu_ray.demo.tiny_audio import build_tiny_musicgen
 from aimu_ray.demo.tiny_image import tiny_sd_dir
 from aimu_ray.demo.tiny_models import build_tiny_hf_lm, tiny_model_cache
@@ -39,11 +39,6 @@ def build_models() -> Path:
     build_tiny_musicgen(cache / "tiny-musicgen")
     return cache
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call_over_http(base_url: str) -> None:

@@ -9,7 +9,6 @@ replica; every request sent meanwhile must succeed. Timeouts here are guards, ne
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import httpx
@@ -18,6 +17,7 @@ import ray
 from ray import serve
 
 import aimu_ray
+from aimu_ray.demo.servers import free_port
 from aimu_ray.deployments import AppConfig, run
 from tests.fakes.server import FakeServer
 
@@ -31,11 +31,6 @@ SCALING = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "
 APP = "aimu_ray"
 USER = [{"role": "user", "content": "hi"}]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import io
 import os
-import socket
 import time
 import wave
 
@@ -23,6 +22,7 @@ from PIL import Image
 from ray import serve
 
 import aimu_ray
+from aimu_ray.demo.servers import free_port
 from aimu_ray.deployments import AppConfig, connect, run
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures", "tests.fixtures.image_fixtures", "tests.fixtures.audio_fixtures",
@@ -32,11 +32,6 @@ KEY = "sk-test-serve-key-0123456789"
 PROVIDER_KEY = "sk-provider-secret-9876543210"
 GUARD_S = 60.0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

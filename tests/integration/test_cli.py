@@ -24,21 +24,19 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 import ray
 from PIL import Image
 
 from aimu_ray.demo.servers import free_port
+from tests.fixtures.ray_nodes import head_args, start_node, stop_nodes, tail
 
 pytest_plugins = ["tests.fakes.fixtures", "tests.fixtures.image_fixtures"]
 
-RAY = str(Path(sys.executable).with_name("ray"))
 CLI = [sys.executable, "-m", "aimu_ray.cli"]
 START_S = 90          # `ray start` on a loaded 2-core machine: ~15-20 s
 COMMAND_S = 120       # one command, Ray connection and a cold model load included: ~3-10 s
 SERVE_S = 90          # from `aimu-ray serve` to /healthz answering: ~10-15 s
-STOP_GRACE_S = 5
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -65,43 +63,6 @@ class Cluster:
         return json.loads(done.stdout[done.stdout.index("{"):done.stdout.rindex("}") + 1])
 
 
-def _session_processes(sid: int) -> list[psutil.Process]:
-    found = []
-    for pid in psutil.pids():
-        try:
-            if os.getsid(pid) == sid:
-                found.append(psutil.Process(pid))
-        except (OSError, psutil.Error):
-            pass
-    return found
-
-
-def _stop_session(leader: subprocess.Popen) -> None:
-    """SIGTERM the leader (it stops its node), then SIGKILL what is left of its session and reap it."""
-    if leader.poll() is None:
-        leader.send_signal(signal.SIGTERM)
-        try:
-            leader.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
-    for process in _session_processes(leader.pid):
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
-    try:
-        leader.wait(STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _tail(path: Path) -> str:
-    try:
-        return path.read_text()[-3000:]
-    except OSError:
-        return ""
-
-
 @pytest.fixture(scope="module")
 def cluster():
     if ray.is_initialized():
@@ -110,18 +71,12 @@ def cluster():
     port = free_port()
     address = f"127.0.0.1:{port}"
     log = temp / "head.log"
-    with open(log, "w") as out:
-        leader = subprocess.Popen(
-            [RAY, "start", "--block", "--head", f"--port={port}", "--num-cpus=4", "--include-dashboard=false",
-             "--disable-usage-stats", f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
-             f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp}"],
-            env={**os.environ, "RAY_AUTH_MODE": "disabled"}, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+    leader = start_node(head_args(port, temp, "--num-cpus=4"), log)
     try:
         deadline = time.monotonic() + START_S
-        while "Ray runtime started" not in _tail(log):
+        while "Ray runtime started" not in tail(log):
             if leader.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`ray start --head` did not come up in {START_S} s:\n{_tail(log)}")
+                pytest.fail(f"`ray start --head` did not come up in {START_S} s:\n{tail(log)}")
             time.sleep(0.2)
         ray.init(address=address, logging_level="ERROR")      # this process only learns the node's id
         node_id = ray.get_runtime_context().get_node_id()
@@ -130,7 +85,7 @@ def cluster():
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        _stop_session(leader)
+        stop_nodes([leader])
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -288,7 +243,7 @@ def test_serve_answers_http_and_handles_until_sigint(cluster, fake, tmp_path):
             if health is not None and health.status_code == 200:
                 break
             if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`aimu-ray serve` did not answer /healthz in {SERVE_S} s:\n{_tail(log)}")
+                pytest.fail(f"`aimu-ray serve` did not answer /healthz in {SERVE_S} s:\n{tail(log)}")
             time.sleep(0.5)
         assert f"serving fake at http://127.0.0.1:{port}/v1" in log.read_text()
 
@@ -314,10 +269,10 @@ def test_serve_answers_http_and_handles_until_sigint(cluster, fake, tmp_path):
         assert set(cluster.status()["serve"]["aimu_ray"]) == {"ingress", "remote"}
 
         server.send_signal(signal.SIGINT)
-        assert server.wait(60) == 130, _tail(log)
+        assert server.wait(60) == 130, tail(log)
         assert _get(f"{base}/healthz") is None            # Ctrl-C stopped the app, though the cluster lives on
         assert cluster.status()["serve"] == {}
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
-            server.wait(STOP_GRACE_S)
+            server.wait(SERVE_S)

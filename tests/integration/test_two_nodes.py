@@ -31,14 +31,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import ray
 
@@ -49,13 +46,12 @@ from aimu_ray.cluster import GPU, Inventory, Node, set_fake_inventory
 from aimu_ray.cluster.model_size import need_for
 from aimu_ray.demo.servers import free_port
 from aimu_ray.models.load import load_for
+from tests.fixtures.ray_nodes import head_args, start_node, stop_nodes, tail
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures"]
 
-RAY = str(Path(sys.executable).with_name("ray"))
 GUARD_S = 90             # only so that a broken cluster fails the test instead of hanging the run
 START_S = 90             # two raylets on a loaded 2-core machine: ~12 s usually
-STOP_GRACE_S = 3         # a node hosting a detached actor may not stop on SIGTERM alone: SIGKILL follows
 GREEDY = {"max_tokens": 8, "do_sample": False}
 
 
@@ -67,55 +63,6 @@ class TwoNodes:
 
     def session_of(self, node_id: str) -> int:
         return self.leaders[node_id].pid
-
-
-def _start_node(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    with open(log, "w") as out:
-        return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _session_processes(sid: int) -> list[psutil.Process]:
-    found = []
-    for pid in psutil.pids():
-        try:
-            if os.getsid(pid) == sid:
-                found.append(psutil.Process(pid))
-        except (OSError, psutil.Error):
-            pass                                   # gone meanwhile
-    return found
-
-
-def _stop(leaders: list[subprocess.Popen]) -> None:
-    """SIGTERM each leader in turn (it stops its node's processes), then SIGKILL what is left of their sessions."""
-    for leader in leaders:
-        if leader.poll() is None:
-            leader.send_signal(signal.SIGTERM)
-            try:
-                leader.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                pass
-    for leader in leaders:
-        for process in _session_processes(leader.pid):
-            try:
-                process.kill()
-            except psutil.Error:
-                pass
-        try:
-            leader.wait(STOP_GRACE_S)              # reap it (it is our child)
-        except subprocess.TimeoutExpired:
-            pass
-    deadline = time.monotonic() + STOP_GRACE_S
-    while any(_session_processes(leader.pid) for leader in leaders) and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-def _tail(path: Path) -> str:
-    try:
-        return path.read_text()[-3000:]
-    except OSError:
-        return ""
 
 
 def _alive_nodes() -> list[dict]:
@@ -132,11 +79,8 @@ def two_nodes():
     head_log, second_log = temp / "head.log", temp / "second.log"
     leaders: list[subprocess.Popen] = []
     try:
-        leaders.append(_start_node(
-            ["--head", f"--port={port}", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=false",
-             f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
-             f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp}"], head_log))
-        leaders.append(_start_node(
+        leaders.append(start_node(head_args(port, temp, "--num-cpus=2", "--num-gpus=1"), head_log))
+        leaders.append(start_node(
             [f"--address={address}", "--num-cpus=2", "--num-gpus=1",
              f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp}"], second_log))
         aimu_ray.init(address=address)
@@ -145,7 +89,7 @@ def two_nodes():
             dead = [log for leader, log in zip(leaders, (head_log, second_log)) if leader.poll() is not None]
             if dead or time.monotonic() > deadline:
                 pytest.fail(f"the two-node cluster did not come up in {START_S} s:\n"
-                            + "\n".join(f"--- {log.name}\n{_tail(log)}" for log in (head_log, second_log)))
+                            + "\n".join(f"--- {log.name}\n{tail(log)}" for log in (head_log, second_log)))
             time.sleep(0.2)
         nodes = _alive_nodes()
         head_id = next(n["NodeID"] for n in nodes if "node:__internal_head__" in n["Resources"])
@@ -156,7 +100,7 @@ def two_nodes():
         set_fake_inventory(None)
         if ray.is_initialized():
             aimu_ray.shutdown()
-        _stop(list(reversed(leaders)))             # the second node first, then the head (and its GCS)
+        stop_nodes(list(reversed(leaders)))             # the second node first, then the head (and its GCS)
         shutil.rmtree(temp, ignore_errors=True)
 
 
