@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aimu_ray.deployments.config import AppConfig
+from aimu_ray.deployments.config import AppConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -135,9 +135,22 @@ def test_gpu_workers_ask_kubernetes_and_ray_for_the_same_gpus(service):
 # ------------------------------------------------------------------------------------------- serve.yaml
 
 
-def test_serve_yaml_when_present_is_an_app_config():
-    """``examples/serve.yaml`` (the file ``aimu-ray serve`` takes) is written separately: once it exists
-    it must load; until then there is nothing to check."""
-    for path in [EXAMPLES / "serve.yaml"]:
-        if path.exists():
-            assert AppConfig.from_yaml(path).models
+def test_serve_yaml_and_the_demo_config_are_app_configs(monkeypatch):
+    """The files ``aimu-ray serve`` takes: real models, and the demo's tiny ones under ``${AIMU_RAY_DEMO_MODELS}``."""
+    real = AppConfig.from_yaml(EXAMPLES / "serve.yaml")
+    assert {model.task for model in real.models} == {"text", "image", "audio"}
+    monkeypatch.setenv("AIMU_RAY_DEMO_MODELS", "/tmp/tiny")
+    monkeypatch.setenv("AIMU_RAY_DEMO_PORT", "8123")
+    demo = AppConfig.from_yaml(EXAMPLES / "demo.yaml")
+    assert demo.port == 8123 and all(model.model.startswith("hf:/tmp/tiny/") for model in demo.models)
+
+
+def test_the_serve_deploy_config_names_the_app_builder_and_a_valid_app_config():
+    from ray.serve.schema import ServeDeploySchema
+
+    deploy = yaml.safe_load((EXAMPLES / "serve_deploy.yaml").read_text())
+    ServeDeploySchema.model_validate(deploy)
+    (app,) = deploy["applications"]
+    assert app["import_path"] == "aimu_ray.deployments:build_app"
+    config = load_config(app["args"])                 # what build_app does with Serve's args
+    assert config.name == app["name"] and any(model.name == "qwen3-8b" for model in config.models)
