@@ -38,8 +38,7 @@ class PoolWorker:
     async def run(self, request: ChatRequest | ImageRequest) -> ChatResult | ImageResult:
         """One whole answer: a chat from any remote provider, or images from a remote image provider."""
         async with self._admitted(request.provider):
-            engine = self._engines.get(request)
-            return await (engine.chat(request) if isinstance(request, ChatRequest) else engine.generate(request))
+            return await self._engines.run(request)
 
     async def stream(self, request: ChatRequest | ImageRequest) -> AsyncIterator[list]:
         """The engine's stream in batches of what is ready (see ``streaming.coalesce``)."""

@@ -46,8 +46,8 @@ def build_app(args: dict | AppConfig | str | os.PathLike) -> Application:
             name=model.deployment_name, ray_actor_options=_replica_resources(model, placement),
             **model.deployment_options(DEFAULT_ONGOING[model.task])).bind(model.name, load, need_for(load), placement)
     if remote:
-        deployments[REMOTE] = RemoteServer.options(
-            name=REMOTE, ray_actor_options={"num_cpus": 0, "runtime_env": _key_env(remote)},
+        deployments[REMOTE] = RemoteServer.options(       # keys: from the nodes' environment, never the config
+            name=REMOTE, ray_actor_options={"num_cpus": 0},
             **config.remote.deployment_options(REMOTE_ONGOING)).bind(remote)
     return IngressDeployment.options(ray_actor_options={"num_cpus": 0},
                                      **config.ingress.deployment_options(INGRESS_ONGOING)).bind(config, deployments)
@@ -77,8 +77,3 @@ def _replica_resources(model: ServedModel, placement: Placement) -> dict[str, An
         options["label_selector"] = {"ray.io/node-id": model.placement.node_id}
     return options
 
-
-def _key_env(models: list[ServedModel]) -> dict:
-    """Pass the keys the remote models name from this process's environment to the replicas (never logged)."""
-    names = {model.api_key_env for model in models if model.api_key_env}
-    return {"env_vars": {name: os.environ[name] for name in sorted(names) if name in os.environ}}

@@ -81,8 +81,7 @@ class Ingress:
         return {"object": "list", "data": list(data)}
 
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
-        model = self._served(body.model, "text")
-        client = served_client(model.model, ServeBackend(self._handles[model.name], model.name), "text")
+        model, client = self._client(body.model, "text")
         client.messages = [message.as_aimu() for message in body.messages]
         if _has_images(client.messages) and not client.is_vision_model:
             raise HTTPException(400, f"Model {model.name!r} does not take images.")
@@ -100,37 +99,23 @@ class Ingress:
                                client.last_stop_reason, client.last_usage)
 
     async def image_generations(self, body: ImageGenerationRequest, request: Request) -> dict:
-        model = self._served(body.model, "image")
-        client = served_client(model.model, ServeBackend(self._handles[model.name], model.name), "image")
+        model, client = self._client(body.model, "image")
         extras = {key: value for key in ("negative_prompt", "num_inference_steps", "guidance_scale", "seed")
                   if (value := getattr(body, key)) is not None}
         async with self._observed(model.name, "images"):
             pngs = await client.generate(body.prompt, num_images=body.n, format="bytes", **body.dimensions(),
                                          **extras)
-        pngs = pngs if isinstance(pngs, list) else [pngs]
-        if body.response_format == "url":
-            data = [{"url": self._publish(png, "png", request)} for png in pngs]
-        else:
-            data = [{"b64_json": base64.b64encode(png).decode()} for png in pngs]
-        return {"created": int(time.time()), "data": data}
+        return self._media(pngs, "png", body.response_format, request)
 
     async def audio_generations(self, body: AudioGenerationRequest, request: Request):
-        model = self._served(body.model, "audio")
-        client = served_client(model.model, ServeBackend(self._handles[model.name], model.name), "audio")
+        model, client = self._client(body.model, "audio")
         async with self._observed(model.name, "audio"):
             wavs = await client.generate(body.prompt, duration_s=body.duration_s,
                                          num_inference_steps=body.num_inference_steps, seed=body.seed,
                                          num_audio=body.n, format="bytes")
-        wavs = wavs if isinstance(wavs, list) else [wavs]
-        if body.response_format == "wav":
-            if len(wavs) > 1:
-                raise HTTPException(400, "response_format 'wav' carries one clip: use n=1, or 'b64_json' / 'url'.")
-            return Response(wavs[0], media_type="audio/wav")
-        if body.response_format == "url":
-            data = [{"url": self._publish(wav, "wav", request)} for wav in wavs]
-        else:
-            data = [{"b64_json": base64.b64encode(wav).decode()} for wav in wavs]
-        return {"created": int(time.time()), "data": data}
+        if body.response_format == "wav":                # one clip: the body checked n == 1
+            return Response(wavs, media_type="audio/wav")
+        return self._media(wavs, "wav", body.response_format, request)
 
     async def files(self, name: str) -> FileResponse:
         """A generated image or clip, by the unguessable name its response carried."""
@@ -141,14 +126,24 @@ class Ingress:
 
     # ----- helpers -----
 
-    def _served(self, name: str, task: str | None = None) -> ServedModel:
+    def _client(self, name: str, task: str):
+        """The served model a request names (404 if none, 400 if it makes something else) and its aimu client."""
         model = self._config.model(name)
         if model is None:
             raise HTTPException(404, f"The model {name!r} does not exist. Served models: "
                                      f"{', '.join(m.name for m in self._config.models)}.")
-        if task is not None and model.task != task:
+        if model.task != task:
             raise HTTPException(400, f"Model {name!r} makes {model.task}, not {task}.")
-        return model
+        return model, served_client(model.model, ServeBackend(self._handles[name], name), task)
+
+    def _media(self, files: bytes | list[bytes], suffix: str, response_format: str, request: Request) -> dict:
+        """OpenAI's images answer shape: each file inline (``b64_json``) or as a URL this app serves."""
+        files = files if isinstance(files, list) else [files]
+        if response_format == "url":
+            data = [{"url": self._publish(file, suffix, request)} for file in files]
+        else:
+            data = [{"b64_json": base64.b64encode(file).decode()} for file in files]
+        return {"created": int(time.time()), "data": data}
 
     def _publish(self, data: bytes, suffix: str, request: Request) -> str:
         name = f"{secrets.token_urlsafe(24)}.{suffix}"

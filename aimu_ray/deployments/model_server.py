@@ -10,7 +10,7 @@ does not crash its replica (Serve would retry the same failure forever): the rep
 from __future__ import annotations
 
 import logging
-from contextlib import aclosing
+from contextlib import aclosing, contextmanager
 from typing import AsyncIterator
 
 import ray
@@ -44,19 +44,21 @@ class ModelServer:
 
     async def run(self, name: str, request):
         """One whole answer; ``name`` is the served name the caller asked for (the ingress routes by it)."""
-        self._in_flight += 1
-        try:
+        with self._counted():
             return await self._model.run(request)
-        finally:
-            self._in_flight -= 1
 
     async def stream(self, name: str, request) -> AsyncIterator[list]:
         """Batches of stream items; a caller that goes away (HTTP disconnect) cancels this and so the engine."""
-        self._in_flight += 1
-        try:
+        with self._counted():
             async with aclosing(self._model.stream(request)) as batches:
                 async for batch in batches:
                     yield batch
+
+    @contextmanager
+    def _counted(self):
+        self._in_flight += 1
+        try:
+            yield
         finally:
             self._in_flight -= 1
 

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 
@@ -176,6 +176,12 @@ class AudioGenerationRequest(Body):
     seed: int | None = Field(None, ge=0, lt=2**63)
     n: int = Field(1, ge=1, le=4)
     response_format: Literal["wav", "b64_json", "url"] = "wav"
+
+    @model_validator(mode="after")
+    def _one_wav(self) -> AudioGenerationRequest:
+        if self.response_format == "wav" and self.n > 1:
+            raise ValueError("response_format 'wav' carries one clip: use n=1, or 'b64_json' / 'url'")
+        return self
 
 
 class ErrorBody(BaseModel):

@@ -18,7 +18,7 @@ from ..client import build_endpoint
 from ..engines import EngineCache
 from ..models.errors import ModelLoadError
 from ..models.media import ImageRequest
-from ..models.model_string import resolve_model
+from ..models.model_string import ResolvedModel, resolve_model
 from ..models.wire import ChatRequest, Endpoint
 from ..actors.streaming import coalesce
 from .config import ServedModel
@@ -28,8 +28,9 @@ from .config import ServedModel
 class RemoteServer:
     def __init__(self, models: list[ServedModel]) -> None:
         self._engines = EngineCache()
-        self._endpoints: dict[str, Endpoint | Exception] = {model.name: _endpoint(model) for model in models}
-        self._models = {model.name: model for model in models}
+        self._resolved = {model.name: resolve_model(model.model) for model in models}
+        self._endpoints: dict[str, Endpoint | Exception] = {
+            model.name: _endpoint(self._resolved[model.name], model) for model in models}
 
     def state(self, name: str) -> dict:
         endpoint = self._endpoints[name]
@@ -37,9 +38,7 @@ class RemoteServer:
         return {"state": "failed" if failed else "ready", "error": str(endpoint) if failed else None}
 
     async def run(self, name: str, request: ChatRequest | ImageRequest):
-        request = self._configured(name, request)
-        engine = self._engines.get(request)
-        return await (engine.chat(request) if isinstance(request, ChatRequest) else engine.generate(request))
+        return await self._engines.run(self._configured(name, request))
 
     async def stream(self, name: str, request: ChatRequest | ImageRequest) -> AsyncIterator[list]:
         request = self._configured(name, request)
@@ -53,18 +52,18 @@ class RemoteServer:
             raise ValueError(f"No remote model named {name!r} is served here.")
         if isinstance(endpoint, Exception):
             raise ModelLoadError(f"Model {name!r} is not available: {endpoint}")
-        resolved = resolve_model(self._models[name].model)
+        resolved = self._resolved[name]
         return request.model_copy(update={"provider": resolved.provider, "model": resolved.model_id,
                                           "endpoint": endpoint})
 
 
-def _endpoint(model: ServedModel) -> Endpoint | Exception:
+def _endpoint(resolved: ResolvedModel, model: ServedModel) -> Endpoint | Exception:
     """The configured endpoint, with the key read from this replica's environment; a problem is kept, not raised,
     so one model with a missing key does not take the others down."""
     options = dict(model.options)
     if model.api_key_env:
         options["api_key"] = os.environ.get(model.api_key_env) or None
     try:
-        return build_endpoint(resolve_model(model.model), **options)
+        return build_endpoint(resolved, **options)
     except (ValueError, TypeError, ImportError) as error:
         return error

@@ -39,6 +39,11 @@ class EngineCache:
             self._engines[key] = _image_engine(request.endpoint) if image else ENGINES[protocol](request.endpoint)
         return self._engines[key]
 
+    async def run(self, request: ChatRequest | ImageRequest):
+        """One whole answer from the request's engine: a chat, or images from a remote image provider."""
+        engine = self.get(request)
+        return await (engine.chat(request) if isinstance(request, ChatRequest) else engine.generate(request))
+
     async def aclose(self) -> None:
         engines, self._engines = list(self._engines.values()), {}
         await asyncio.gather(*(engine.aclose() for engine in engines))

@@ -7,7 +7,8 @@ from pydantic import ValidationError
 
 from aimu_ray.deployments.config import AppConfig, ServedModel, load_config
 from aimu_ray.deployments.metrics import Metrics
-from aimu_ray.deployments.openai_api import ChatCompletionRequest, ImageGenerationRequest, finish_reason
+from aimu_ray.deployments.openai_api import (AudioGenerationRequest, ChatCompletionRequest, ImageGenerationRequest,
+                                             finish_reason)
 from aimu_ray.deployments.status import model_state
 
 USER = [{"role": "user", "content": "hi"}]
@@ -91,6 +92,12 @@ def test_chat_bodies_become_aimu_calls():
     assert system == {"role": "system", "content": "Be brief."}
     assert call["tool_calls"][0]["function"]["arguments"] == {"a": 1}
     assert result == {"role": "tool", "content": "ok", "tool_call_id": "c1"}
+
+
+def test_a_wav_answer_carries_one_clip_so_more_are_refused_before_any_work():
+    with pytest.raises(ValidationError, match="one clip"):
+        AudioGenerationRequest(model="m", prompt="p", n=2)
+    assert AudioGenerationRequest(model="m", prompt="p", n=2, response_format="b64_json").n == 2
 
 
 def test_image_sizes_and_finish_reasons():
