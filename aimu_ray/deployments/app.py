@@ -19,8 +19,10 @@ from ray.serve import Application
 from ..actors.registry import get_registry
 from ..cluster.inventory import current_inventory_override
 from ..cluster.model_size import need_for
+from ..cluster.need import ModelNeed
 from ..cluster.placement import Placement
 from ..cluster.survey import live_node_ids
+from ..models.load import ModelLoad
 from ..runtime import ensure_ray
 from .config import AppConfig, ServedModel, load_config
 from .ingress import REMOTE, IngressDeployment
@@ -39,12 +41,12 @@ def build_app(args: dict | AppConfig | str | os.PathLike) -> Application:
     ensure_ray()
     in_process = [model for model in config.models if model.in_process]
     remote = [model for model in config.models if not model.in_process]
+    sized = [(load, need_for(load)) for load in (model.load() for model in in_process)]   # reads weight files
     deployments: dict[str, Application] = {}
-    for model, placement in zip(in_process, _plan(in_process)):
-        load = model.load()
+    for model, (load, need), placement in zip(in_process, sized, _plan(sized)):
         deployments[model.deployment_name] = ModelServer.options(
             name=model.deployment_name, ray_actor_options=_replica_resources(model, placement),
-            **model.deployment_options(DEFAULT_ONGOING[model.task])).bind(model.name, load, need_for(load), placement)
+            **model.deployment_options(DEFAULT_ONGOING[model.task])).bind(model.name, load, need, placement)
     if remote:
         deployments[REMOTE] = RemoteServer.options(       # keys: from the nodes' environment, never the config
             name=REMOTE, ray_actor_options={"num_cpus": 0},
@@ -61,11 +63,11 @@ def run(config: AppConfig, *, blocking: bool = False, access_log: bool = True) -
               logging_config={"enable_access_log": access_log})
 
 
-def _plan(models: list[ServedModel]) -> list[Placement]:
-    if not models:
+def _plan(sized: list[tuple[ModelLoad, ModelNeed]]) -> list[Placement]:
+    """Each model's share, planned through the registry so it sees every share already promised."""
+    if not sized:
         return []
-    loads = [(load, need_for(load)) for load in (model.load() for model in models)]
-    return ray.get(get_registry().plan.remote(loads, current_inventory_override()))
+    return ray.get(get_registry().plan.remote(sized, current_inventory_override()))
 
 
 def _replica_resources(model: ServedModel, placement: Placement) -> dict[str, Any]:
