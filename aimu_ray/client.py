@@ -55,7 +55,7 @@ def build_endpoint(model: ResolvedModel, *, base_url: str | None = None, host: s
     return Endpoint(**options)
 
 
-def _default_backend(load: ModelLoad | None):
+def default_backend(load: ModelLoad | None):
     """The pool for remote providers; the model's own actor for in-process ones (Ray is imported only now)."""
     if load is not None:
         from .actors.model_backend import model_backend
@@ -244,7 +244,7 @@ class AsyncTextClient:
 
     def _get_backend(self):
         if self._backend is None:
-            self._backend = _default_backend(self._load)
+            self._backend = default_backend(self._load)
         return self._backend
 
     async def _stream(self, request: ChatRequest, phases, *, record: bool) -> AsyncIterator[StreamChunk]:

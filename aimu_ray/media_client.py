@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, AsyncIterator
 
+from .client import default_backend
 from .models.load import ModelLoad, load_for
 from .models.media import AudioProgress, AudioRequest, ImageProgress, ImageRequest
 from .models.model_string import parse_model_string
@@ -76,12 +77,7 @@ class _AsyncMediaClient:
 
     def _get_backend(self):
         if self._backend is None:
-            if self._load is not None:
-                from .actors.model_backend import model_backend
-                self._backend = model_backend(self._load)
-            else:
-                from .actors import remote_backend
-                self._backend = remote_backend()
+            self._backend = default_backend(self._load)
         return self._backend
 
 
