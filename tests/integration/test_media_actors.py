@@ -29,6 +29,14 @@ pytest_plugins = ["tests.fixtures.pytest_fixtures", "tests.fixtures.image_fixtur
                   "tests.fakes.fixtures"]
 GUARD_S = 120
 IMAGE = {"num_inference_steps": 2, "seed": 7}
+# Float sums depend on the kernels CPU BLAS picks for a thread count and a batch shape: the same seed gives
+# pixels that differ in the last bits of the float, at most 2 of 255 levels after the VAE and rounding.
+# Exact equality only where the computation is identical (same process, same batch shape).
+PIXEL_LEVELS = 2
+
+
+def pixels_close(a, b) -> bool:
+    return np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max() <= PIXEL_LEVELS
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,9 +61,8 @@ async def test_a_seeded_image_is_the_same_through_the_actor_as_in_process(tiny_s
     direct = (await engine.generate(ImageRequest(provider="hf", model=str(tiny_sd_dir), prompt="a red fox",
                                                  **IMAGE))).images[0]
     await engine.aclose()
-    through_actor = np.asarray(Image.open(io.BytesIO(first)).convert("RGB")).astype(int)
-    # Ray gives the actor one CPU thread, this process has two: float sums differ in the last bit, not more.
-    assert np.abs(through_actor - direct).max() <= 2
+    # Ray gives the actor one CPU thread, this process has two.
+    assert pixels_close(Image.open(io.BytesIO(first)).convert("RGB"), direct)
     [row] = [r for r in await aio.placements() if r.task == "image"]
     assert row.device == "cpu" and row.reserved_bytes > 0 and "memory resource" in row.reason
 
@@ -69,7 +76,7 @@ async def test_image_formats_and_distinct_paths_through_the_actor(tiny_sd_dir, t
     assert len(set(paths)) == 2 and all(Path(p).parent == tmp_path and Path(p).is_file() for p in paths)
     decoded = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     assert np.array_equal(np.asarray(decoded), np.asarray(pil))
-    assert np.array_equal(np.asarray(Image.open(paths[0])), np.asarray(pil))   # seed s → first image
+    assert pixels_close(Image.open(paths[0]), pil)      # seed s → first image, from a batch of two
 
 
 async def test_image_stream_reports_each_step_then_one_final_per_image(tiny_sd_dir, unload_after_module):

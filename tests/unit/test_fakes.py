@@ -389,9 +389,10 @@ async def test_dropped_stream_surfaces_as_connection_errors(fake, oai, claude, o
     with pytest.raises(openai.APIConnectionError):
         async for chunk in await oai.chat.completions.create(model="m", messages=USER, stream=True):
             received.append(chunk)
-    with pytest.raises(httpx2.RemoteProtocolError):  # anthropic 2 does not wrap transport errors mid-stream
+    with pytest.raises(anthropic.APIConnectionError) as dropped:  # anthropic >= 2.17 wraps it mid-stream too
         async for _ in await claude.messages.create(model="m", max_tokens=8, messages=USER, stream=True):
             pass
+    assert isinstance(dropped.value.__cause__, httpx2.RemoteProtocolError)
     with pytest.raises(httpx.RemoteProtocolError):  # nor does ollama
         async for _ in await olla.chat(model="m", messages=USER, stream=True):
             pass
