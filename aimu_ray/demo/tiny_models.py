@@ -44,15 +44,20 @@ CONTEXT_LENGTH = 512
 _HF_MARKER = ".tiny-model-built"
 
 
-def tiny_model_cache() -> Path:
-    """Return (and create) the folder where built tiny models are kept between test runs.
+def model_cache(name: str) -> Path:
+    """Return (and create) the folder ``name`` where built models are kept between runs.
 
     ``$AIMU_RAY_CACHE`` wins so that CI can point it at a cached directory; otherwise
-    ``~/.cache/aimu_ray/tiny-models``.
+    ``~/.cache/aimu_ray/<name>``.
     """
-    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "aimu_ray") / "tiny-models"
+    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "aimu_ray") / name
     cache.mkdir(parents=True, exist_ok=True)
     return cache
+
+
+def tiny_model_cache() -> Path:
+    """The folder of the tiny random-weight models (``model_cache("tiny-models")``)."""
+    return model_cache("tiny-models")
 
 
 def _is_built(marker: Path) -> bool:

@@ -54,6 +54,8 @@ DEFAULT_MAX_BATCH_SIZE = 16
 _FIXED_SETTINGS = {"num_return_sequences": 1, "stop_strings": None, "return_dict_in_generate": False,
                    "prompt_lookup_num_tokens": None}
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+# Knobs that only shape sampling: greedy decoding ignores them, and transformers warns about each one left set.
+_SAMPLING_ONLY = ("temperature", "top_p", "top_k", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
 
 
 class HFTextEngine:
@@ -214,6 +216,8 @@ def generation_settings(defaults: GenerationConfig, params: dict[str, Any]) -> t
                          "engine: it returns one streamed answer per request.")
     settings = copy.deepcopy(defaults)
     settings.update(**params)
+    if not settings.do_sample:
+        settings.update(**dict.fromkeys(_SAMPLING_ONLY))
     return settings, template_kwargs
 
 

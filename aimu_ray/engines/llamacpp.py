@@ -70,6 +70,11 @@ class LlamaCppEngine:
         """The reply's stream chunks, or the whole reply as one part. Runs on the worker thread."""
         messages = openai_wire_messages(request.messages)
         _check_fits(self._llm, messages)
+        if request.params.get("temperature") == 0:
+            # Greedy answers must repeat. A prompt prefix cached by the previous request is not evaluated again,
+            # so the rest runs in another batch shape whose kernels round differently, and a near-tie between
+            # two tokens can flip (SmolLM2 gave two answers to one greedy question). Sampled requests keep it.
+            self._llm.reset()
         try:
             reply = self._llm.create_chat_completion(**request.params, messages=messages,
                                                      tools=request.tools or None, stream=stream)
