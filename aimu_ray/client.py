@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from typing import Any, AsyncIterator, Iterable
 
+from .models.capabilities import passthrough_caps
 from .models.errors import MissingAPIKeyError
 from .models.generate_kwargs import prepare_params
 from .models.load import ModelLoad, load_for
@@ -30,12 +32,13 @@ _KEEP = "__keep__"
 def build_endpoint(model: ResolvedModel, *, base_url: str | None = None, host: str | None = None,
                    api_key: str | None = None, timeout: float | None = None,
                    max_retries: int | None = None) -> Endpoint:
-    """Where and how to reach the provider; a missing key or URL fails here, before any network call."""
+    """Where and how to reach the provider; a missing key or URL fails here, before any network call.
+
+    The URL is the first of: ``base_url=``/``host=``, the model string's ``@url``, the variable the provider's
+    own SDK reads (``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL``, ``OLLAMA_HOST``) in this process, the default."""
     spec = model.spec
-    url = base_url or host or model.base_url
-    if url is None and spec.key == "ollama":
-        url = os.environ.get("OLLAMA_HOST") or None
-    url = url or spec.default_base_url
+    url = (base_url or host or model.base_url or (spec.base_url_env and os.environ.get(spec.base_url_env))
+           or spec.default_base_url)
     if url is None:
         raise ValueError(f"Provider '{spec.key}' needs a URL: '{spec.key}:{model.model_id}@http://host:port/v1' "
                          "or base_url=.")
@@ -96,9 +99,13 @@ class AsyncTextClient:
     @classmethod
     def served(cls, model: str, backend, *, system_message: str | None = None) -> AsyncTextClient:
         """A client whose requests go through ``backend`` to a model a server configured (a Serve app's
-        handle): the server owns the endpoint, key and load options, so none are taken here."""
+        handle): the server owns the endpoint, key and load options, so none are taken here. A remote model
+        takes tools, images and thinking as asked and its upstream answers; an in-process one keeps its checks."""
         client = cls.__new__(cls)
-        client.model, client._load, client.endpoint = resolve_model(model), None, Endpoint()
+        resolved = resolve_model(model)
+        if not resolved.spec.in_process:
+            resolved = replace(resolved, caps=passthrough_caps(resolved.caps))
+        client.model, client._load, client.endpoint = resolved, None, Endpoint()
         client._start(system_message, backend, None)
         return client
 

@@ -2,8 +2,10 @@
 
 Each request builds a served client (``handles.served_client``) for the model it names, so HTTP gets
 exactly the contract Python callers get: kwargs mapping per provider, thinking, tool recording, typed
-errors. Typed errors become OpenAI-style error objects with the status a client can act on (400 fix
-the request, 404 no such model, 429/503 come back after Retry-After, 502/504 the provider failed).
+errors. A remote model takes tools, images and ``reasoning_effort`` as asked and its provider judges them;
+an in-process model is checked here. Typed errors become OpenAI-style error objects with the status a client
+can act on (400 fix the request, also when the provider refused it with 400/422; 404 no such model; 429/503
+come back after Retry-After; 502/504 the provider failed).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ logger = logging.getLogger("aimu_ray")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_-]{20,64}\.(png|wav)$")
 RETRY_AFTER_S = 1
 REMOTE = "remote"              # the one deployment of every remote-provider model
+UPSTREAM_REFUSALS = (400, 422)  # a provider refused the request itself (e.g. tools for a model without them)
 
 api = FastAPI(title="aimu_ray", version="1", description="OpenAI-compatible chat, images and audio over Ray Serve.")
 
@@ -247,7 +250,8 @@ ROUTES = [       # verb, path, method, open (no key needed: probes, scrapers, <i
     ("GET", "/v1/files/{name}", "files", True),
 ]
 ERRORS = {status: {"model": ErrorResponse, "description": why} for status, why in (
-    (400, "invalid body or parameters"), (401, "missing or wrong API key"), (404, "no such model or route"),
+    (400, "invalid body or parameters, here or at the provider"), (401, "missing or wrong API key"),
+    (404, "no such model or route"),
     (429, "the provider is rate limiting (Retry-After)"), (502, "the provider failed"),
     (503, "model at capacity, not loaded, or unreachable (Retry-After)"), (504, "the provider timed out"))}
 
@@ -319,6 +323,8 @@ def error_payload(error: BaseException) -> tuple[int, dict, int | None]:
         return 503, error_response(str(error), "model_unavailable_error", code="model_not_loaded"), RETRY_AFTER_S * 30
     if isinstance(error, ModelConnectionError):
         return 503, error_response(str(error), "model_unavailable_error"), RETRY_AFTER_S
+    if isinstance(error, ProviderError) and error.status_code in UPSTREAM_REFUSALS:   # the caller can fix it
+        return 400, error_response(str(error), "invalid_request_error"), None
     if isinstance(error, ProviderError):
         return 502, error_response(str(error), "upstream_error"), None
     if isinstance(error, ValueError):

@@ -58,8 +58,9 @@ class RemoteServer:
 
 
 def _endpoint(resolved: ResolvedModel, model: ServedModel) -> Endpoint | Exception:
-    """The configured endpoint, with the key read from this replica's environment; a problem is kept, not raised,
-    so one model with a missing key does not take the others down."""
+    """The configured endpoint, with the key (and, without a configured URL, ``OPENAI_BASE_URL`` and its kin) read
+    from this replica's environment; a problem is kept, not raised, so one model with a missing key does not take
+    the others down."""
     options = dict(model.options)
     if model.api_key_env:
         options["api_key"] = os.environ.get(model.api_key_env) or None

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
+from .thinking import LEVELS
+
 FLAGS = ("audio", "structured", "thinking", "tools", "vision")
 _EMPTY: Mapping[str, object] = MappingProxyType({})
 
@@ -31,6 +33,7 @@ class ModelCaps:
     effort_levels: tuple[str, ...] = ()       # Anthropic output_config.effort values the model takes
     rejects_sampling: bool = False            # Anthropic models that refuse temperature/top_p/top_k
     reasoning_rewrite: bool = False           # OpenAI o-series/gpt-5: max_completion_tokens, temperature=1
+    passthrough: bool = False                 # a served remote model: a thinking request goes upstream unjudged
 
 
 _ALL = dict(tools=True, vision=True, structured=True)
@@ -87,3 +90,12 @@ def capabilities(provider: str, model_id: str, flags: tuple[str, ...] = ()) -> M
         if re.search(pattern, lowered):
             return replace(caps, structured=caps.structured or provider == "ollama")
     return ModelCaps(structured=provider == "ollama")
+
+
+def passthrough_caps(caps: ModelCaps) -> ModelCaps:
+    """What a served remote model takes (over HTTP, through ``connect``): tools, images and thinking, as asked;
+    its upstream judges them.
+
+    ``thinking`` keeps the model's own value, so a request that asks nothing sends what aimu would (nothing for an
+    OpenAI-compatible server) and ``<think>`` parsing is unchanged; a level goes out even where none is known."""
+    return replace(caps, tools=True, vision=True, thinking_levels=caps.thinking_levels or LEVELS, passthrough=True)

@@ -108,6 +108,8 @@ def _write_thinking(spec: ProviderSpec, model_id: str, caps: ModelCaps, thinking
         put(params, f"{spec.template_kwargs_path}.enable_thinking", thinking.enabled)
         if thinking.enabled and thinking.level and caps.thinking_levels:
             params["reasoning_effort"] = _COMPAT_EFFORT[thinking.level]
+    elif caps.passthrough and thinking.enabled and thinking.level:    # a served openai:/gemini: model, as asked
+        params["reasoning_effort"] = thinking.level
 
 
 def _write_anthropic_thinking(caps: ModelCaps, thinking: ResolvedThinking, params: dict) -> None:

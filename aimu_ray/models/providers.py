@@ -40,6 +40,7 @@ class ProviderSpec:
     extra: str                                 # pip extra that installs the SDK
     sdk_module: str                            # import name checked before use
     api_key_env: str | None = None             # set for cloud providers: the key is required
+    base_url_env: str | None = None            # the SDK's own variable for the endpoint, read when none is given
     accepts_endpoint: bool = True              # may the model string carry "@url"?
     kwarg_support: Mapping[str, str | None] = field(default_factory=lambda: _LOCAL_COMPAT)
     default_generate_kwargs: Mapping[str, object] = field(default_factory=lambda: _LOCAL_DEFAULTS)
@@ -73,16 +74,18 @@ def _compat(key: str, url: str | None, **overrides) -> ProviderSpec:
 
 PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType({spec.key: spec for spec in (
     ProviderSpec("anthropic", "anthropic", "https://api.anthropic.com", extra="anthropic", sdk_module="anthropic",
-                 api_key_env="ANTHROPIC_API_KEY", accepts_endpoint=False,
+                 api_key_env="ANTHROPIC_API_KEY", base_url_env="ANTHROPIC_BASE_URL", accepts_endpoint=False,
                  kwarg_support=_table(min_p=None, presence_penalty=None, repetition_penalty=None,
                                       context_length=None),
                  default_generate_kwargs=_CLOUD_DEFAULTS, chat_template_thinking=False),
-    _compat("openai", "https://api.openai.com/v1", api_key_env="OPENAI_API_KEY", accepts_endpoint=False,
+    _compat("openai", "https://api.openai.com/v1", api_key_env="OPENAI_API_KEY", base_url_env="OPENAI_BASE_URL",
+            accepts_endpoint=False,
             kwarg_support=_CLOUD_OPENAI, default_generate_kwargs=_CLOUD_DEFAULTS, chat_template_thinking=False),
     _compat("gemini", "https://generativelanguage.googleapis.com/v1beta/openai/", api_key_env="GOOGLE_API_KEY",
             accepts_endpoint=False, kwarg_support=_CLOUD_OPENAI, default_generate_kwargs=_CLOUD_DEFAULTS,
             chat_template_thinking=False),
     ProviderSpec("ollama", "ollama", "http://127.0.0.1:11434", extra="ollama", sdk_module="ollama",
+                 base_url_env="OLLAMA_HOST",
                  kwarg_support=_table(min_p=None, repetition_penalty="options.repeat_penalty",
                                       max_tokens="options.num_predict", context_length="options.num_ctx",
                                       temperature="options.temperature", top_p="options.top_p",

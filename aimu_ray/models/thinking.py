@@ -31,11 +31,12 @@ def resolve_thinking(value, caps, warn) -> ResolvedThinking:
 
     Rule from aimu: validate the argument, never the model. A model without thinking ignores True and
     levels with a warning and ``False`` silently; a model that cannot turn thinking off ignores ``False``.
+    A served remote model (``caps.passthrough``) takes the request as asked: its upstream answers for it.
     """
     validate_thinking(value)
     if value is None:
         return ResolvedThinking()
-    if not caps.thinking:
+    if not (caps.thinking or caps.passthrough):
         if value is not False:
             warn(f"thinking={value!r} ignored: this model does not think (add ';thinking' to the model "
                  "string if it does).")

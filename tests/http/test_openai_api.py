@@ -1,8 +1,8 @@
 """The Serve app over HTTP with the openai SDK, and through deployment handles, on one local Ray.
 
-One app for the module serves a tiny HF text model, a tiny diffusers pipeline, a tiny MusicGen and a
-remote model on the loopback fake server. Every error status, auth, cancellation on disconnect,
-metrics and the handle client are checked against it.
+One app for the module serves a tiny HF text model, a tiny diffusers pipeline, a tiny MusicGen and
+remote models on the loopback fake server (one with capability flags, one without). Every error status,
+auth, cancellation on disconnect, metrics and the handle client are checked against it.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def app(tiny_hf_dir, tiny_sd_dir, tiny_musicgen_dir, fake_server, tmp_path_facto
         {"name": "music", "model": f"hf:{tiny_musicgen_dir}", "task": "audio"},
         {"name": "gpt", "model": f"openai-compat:m@{fake_server.url}/v1;tools,thinking", "options": {"max_retries": 0},
          "api_key_env": "AIMU_RAY_TEST_PROVIDER_KEY"},
+        {"name": "plain", "model": f"openai-compat:plain@{fake_server.url}/v1", "options": {"max_retries": 0}},
         {"name": "keyless", "model": "anthropic:claude-sonnet-4-6", "api_key_env": "AIMU_RAY_TEST_UNSET_KEY"},
     ])
     run(config, access_log=False)
@@ -65,13 +66,16 @@ def post(app: str, path: str, body: dict, key: str | None = KEY) -> httpx.Respon
 
 
 USER = [{"role": "user", "content": "hi"}]
+WEATHER = {"type": "function", "function": {"name": "weather", "description": "Weather in a city.",
+                                            "parameters": {"type": "object",
+                                                           "properties": {"city": {"type": "string"}}}}}
 
 
 # ----- the OpenAI surface -----
 
 def test_models_lists_every_served_model_with_modality_state_and_placement(sdk):
     cards = {card.id: card.model_dump() for card in sdk.models.list()}
-    assert set(cards) == {"tiny", "busy", "painter", "music", "gpt", "keyless"}
+    assert set(cards) == {"tiny", "busy", "painter", "music", "gpt", "plain", "keyless"}
     assert [cards[name]["modality"] for name in ("tiny", "painter", "music", "gpt")] == ["text", "image", "audio",
                                                                                          "text"]
     assert all(cards[name]["state"] == "ready" for name in ("tiny", "painter", "music", "gpt"))
@@ -101,10 +105,7 @@ def test_chat_stream_arrives_in_chunks_and_ends_with_a_finish_reason(sdk):
 
 def test_remote_model_reasoning_and_tool_calls(sdk, fake):
     fake.reply("Checking.", reasoning="They want weather.", tool_calls=[("weather", {"city": "Oslo"})])
-    tool = {"type": "function", "function": {"name": "weather", "description": "Weather in a city.",
-                                             "parameters": {"type": "object",
-                                                            "properties": {"city": {"type": "string"}}}}}
-    reply = sdk.chat.completions.create(model="gpt", messages=USER, tools=[tool], reasoning_effort="high")
+    reply = sdk.chat.completions.create(model="gpt", messages=USER, tools=[WEATHER], reasoning_effort="high")
     message = reply.choices[0].message
     assert message.content == "Checking." and message.model_extra["reasoning_content"] == "They want weather."
     assert message.tool_calls[0].function.name == "weather"
@@ -130,6 +131,38 @@ def test_a_conversation_with_tool_results_goes_to_the_provider(sdk, fake):
     assert sdk.chat.completions.create(model="gpt", messages=messages).choices[0].message.content == "It is sunny."
     sent = fake.requests[-1].body["messages"]
     assert sent[1]["tool_calls"][0]["function"]["arguments"] == '{"city": "Oslo"}' and sent[2]["role"] == "tool"
+
+
+# ----- remote models pass through: the upstream judges tools, images and reasoning -----
+
+def test_a_remote_model_without_flags_takes_tools_and_images(sdk, fake):
+    fake.reply("", tool_calls=[("weather", {"city": "Oslo"})])
+    pixel = "data:image/png;base64," + base64.b64encode(_png()).decode()
+    reply = sdk.chat.completions.create(model="plain", tools=[WEATHER], messages=[{"role": "user", "content": [
+        {"type": "text", "text": "Weather here?"}, {"type": "image_url", "image_url": {"url": pixel}}]}])
+    assert reply.choices[0].message.tool_calls[0].function.name == "weather"
+    sent = fake.requests[-1].body
+    assert sent["tools"][0]["function"]["name"] == "weather"
+    assert sent["messages"][0]["content"][1] == {"type": "image_url", "image_url": {"url": pixel}}
+
+
+def test_reasoning_effort_reaches_a_remote_model_only_when_asked(sdk, fake):
+    sent = []
+    for effort in ("medium", "none", None):
+        extra = {"reasoning_effort": effort} if effort else {}
+        sdk.chat.completions.create(model="plain", messages=USER, **extra)
+        sent.append(fake.requests[-1].body)
+    assert sent[0]["reasoning_effort"] == "medium" and sent[0]["chat_template_kwargs"] == {"enable_thinking": True}
+    assert "reasoning_effort" not in sent[1] and sent[1]["chat_template_kwargs"] == {"enable_thinking": False}
+    assert not {"reasoning_effort", "chat_template_kwargs", "think", "thinking"} & set(sent[2])
+
+
+def test_an_upstream_400_is_a_400_openai_error_with_the_upstream_message(sdk, fake):
+    fake.fault(status=400, message="this model does not support tools")
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="plain", messages=USER, tools=[WEATHER])
+    error = caught.value.body
+    assert error["type"] == "invalid_request_error" and "this model does not support tools" in error["message"]
 
 
 def test_images_as_b64_json_and_as_urls_served_by_the_app(sdk, app):
@@ -188,12 +221,14 @@ def test_a_body_that_is_not_json_is_400(app):
     assert answer.status_code == 400 and answer.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_wrong_modality_and_images_for_a_text_only_model_are_400(app):
+def test_wrong_modality_and_images_or_tools_for_an_in_process_model_without_them_are_400(app):
     assert post(app, "/v1/images/generations", {"model": "tiny", "prompt": "x"}).status_code == 400
     pixel = "data:image/png;base64," + base64.b64encode(_png()).decode()
-    answer = post(app, "/v1/chat/completions", {"model": "gpt", "messages": [
+    answer = post(app, "/v1/chat/completions", {"model": "tiny", "messages": [
         {"role": "user", "content": [{"type": "image_url", "image_url": {"url": pixel}}]}]})
     assert answer.status_code == 400 and "images" in answer.json()["error"]["message"]
+    answer = post(app, "/v1/chat/completions", {"model": "tiny", "messages": USER, "tools": [WEATHER]})
+    assert answer.status_code == 400 and "tools" in answer.json()["error"]["message"]
 
 
 def test_provider_rate_limit_is_429_with_retry_after(app, fake):

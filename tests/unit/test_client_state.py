@@ -229,6 +229,96 @@ def test_endpoints_defaults_and_overrides(monkeypatch):
         aio.client("vllm:m", model_keep_alive_seconds=5)
 
 
+@pytest.mark.parametrize("model, variable, default", [
+    ("openai:gpt-4.1", "OPENAI_BASE_URL", "https://api.openai.com/v1"),
+    ("anthropic:claude-sonnet-4-6", "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+])
+async def test_the_sdks_base_url_variable_ranks_below_base_url_and_above_the_default(monkeypatch, model, variable,
+                                                                                    default):
+    assert make(model, api_key="sk-test")[0].endpoint.base_url == default
+    monkeypatch.setenv(variable, "http://proxy:4000/v1")
+    c, backend = make(model, ChatResult(content="ok"), api_key="sk-test")
+    await c.chat("hi")
+    assert backend.requests[0].endpoint.base_url == "http://proxy:4000/v1"
+    assert make(model, api_key="sk-test", base_url="http://mine/v1")[0].endpoint.base_url == "http://mine/v1"
+    with pytest.raises(ValueError, match="does not accept an @base_url"):     # no @url step for these providers
+        aio.client(f"{model}@http://at/v1", api_key="sk-test")
+
+
+def test_the_model_strings_url_ranks_above_the_variable(monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", "http://from-env:11434")
+    assert aio.client("ollama:m@http://from-string:11434").endpoint.base_url == "http://from-string:11434"
+    assert aio.client("ollama:m@http://from-string:11434", host="http://h:1").endpoint.base_url == "http://h:1"
+
+
+def test_a_base_url_variable_applies_to_its_own_provider_only(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://proxy/v1")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://proxy")
+    assert aio.client("vllm:m").endpoint.base_url == "http://localhost:8000/v1"
+    assert aio.client("gemini:gemini-2.5-flash", api_key="k").endpoint.base_url.startswith("https://generative")
+    with pytest.raises(ValueError, match="needs a URL"):
+        aio.client("openai-compat:m")
+
+
+def test_a_served_remote_model_reads_the_variable_on_its_replica(monkeypatch):
+    from aimu_ray.deployments.config import ServedModel
+    from aimu_ray.deployments.remote_server import _endpoint
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://replica-proxy/v1")
+    monkeypatch.setenv("AIMU_RAY_TEST_KEY", "sk-test")
+    plain = ServedModel(name="gpt", model="openai:gpt-4.1", api_key_env="AIMU_RAY_TEST_KEY")
+    configured = plain.model_copy(update={"options": {"base_url": "http://configured/v1"}})
+    assert _endpoint(plain.resolved(), plain).base_url == "http://replica-proxy/v1"
+    assert _endpoint(configured.resolved(), configured).base_url == "http://configured/v1"
+
+
+def served(model, *results):
+    backend = ScriptedBackend(*results)
+    return aio.AsyncTextClient.served(model, backend), backend
+
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
+
+
+async def test_a_served_remote_model_takes_tools_images_and_thinking_and_asks_nothing_unasked():
+    c, backend = served("vllm:plain", ChatResult(content="a"), ChatResult(content="b"))
+    await c.chat("x", images=[b"raw"], tools=[TOOL], thinking="medium")
+    asked = backend.requests[0]
+    assert asked.tools[0]["function"]["name"] == "f" and asked.messages[0]["content"][1]["type"] == "image_url"
+    assert asked.params["reasoning_effort"] == "medium"
+    assert asked.params["extra_body"] == {"chat_template_kwargs": {"enable_thinking": True}}
+    await c.chat("y")
+    assert backend.requests[1].params == {"max_tokens": 4096, "temperature": 0.1}
+
+
+@pytest.mark.parametrize("model", ["openai:gpt-4.1", "gemini:gemini-2.0-flash"])
+async def test_a_served_cloud_model_gets_reasoning_effort_as_asked_and_nothing_unasked(model):
+    c, backend = served(model, ChatResult(content="a"), ChatResult(content="b"))
+    await c.chat("x", thinking="high")
+    await c.chat("y")
+    assert backend.requests[0].params["reasoning_effort"] == "high"
+    assert "reasoning_effort" not in backend.requests[1].params
+
+
+async def test_a_served_ollama_model_thinks_as_its_own_unless_asked():
+    c, backend = served("ollama:llama3.1:8b", ChatResult(content="a"), ChatResult(content="b"))
+    await c.chat("x")
+    await c.chat("y", thinking="low")
+    assert [request.params["think"] for request in backend.requests] == [False, "low"]
+
+
+async def test_the_python_client_and_served_in_process_models_keep_aimus_checks(caplog):
+    c, backend = make("vllm:plain", ChatResult(content="a"))
+    with caplog.at_level(logging.WARNING, logger="aimu_ray"):
+        await c.chat("x", tools=[TOOL], thinking="medium")
+    assert backend.requests[0].tools == [] and "reasoning_effort" not in backend.requests[0].params
+    assert "does not think" in caplog.text
+    local, _ = served("hf:/models/plain")
+    assert not local.is_tool_using_model
+    with pytest.raises(ValueError, match=";vision"):
+        await local.chat("x", images=[b"raw"])
+
+
 async def test_ollama_keep_alive_reaches_params():
     c, backend = make("ollama:llama3.1:8b", ChatResult(content="x"), model_keep_alive_seconds=300)
     await c.chat("hi")
