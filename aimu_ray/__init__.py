@@ -11,14 +11,15 @@ from typing import Iterable
 from . import aio
 from .models.errors import (ConnectionDroppedError, ContextOverflowError, MissingAPIKeyError, ModelBusyError,
                             ModelConnectionError, ModelError, ModelLoadError, ModelRefusalError, ModelTimeoutError,
-                            ProviderError, ProviderResponseError, RateLimitError)
+                            ModelUnloadedError, ProviderError, ProviderResponseError, RateLimitError)
 from .models.stream import StreamChunk, StreamingContentType
 from .models.tools import tool
 from .sync import AudioClient, ImageClient, TextClient, iterate, run, sync_twin
 
 __all__ = [
     "ConnectionDroppedError", "ContextOverflowError", "MissingAPIKeyError", "ModelBusyError", "ModelConnectionError",
-    "ModelError", "ModelLoadError", "ModelRefusalError", "ModelTimeoutError", "ProviderError", "ProviderResponseError", "RateLimitError", "StreamChunk",
+    "ModelError", "ModelLoadError", "ModelRefusalError", "ModelTimeoutError", "ModelUnloadedError", "ProviderError",
+    "ProviderResponseError", "RateLimitError", "StreamChunk",
     "StreamingContentType", "AudioClient", "ImageClient", "TextClient", "aio", "audio_client", "chat", "client", "connect",
     "generate_audio", "generate_image", "image_client", "init", "placements", "shutdown", "tool", "unload",
 ]
@@ -73,9 +74,10 @@ def placements():
     return run(aio.placements())
 
 
-def unload(model: str | None = None) -> list[str]:
-    """Unload ``model`` ("hf:org/name") or every model, giving their GPU shares back."""
-    return run(aio.unload(model))
+def unload(model: str | None = None, *, grace_s: float = 30.0) -> list[str]:
+    """Unload ``model`` ("hf:org/name") or every model, giving their GPU shares back; requests in flight get
+    ``grace_s`` to finish, then fail with ``ModelUnloadedError``."""
+    return run(aio.unload(model, grace_s=grace_s))
 
 
 def __getattr__(name: str):

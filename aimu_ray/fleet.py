@@ -64,12 +64,16 @@ async def placements() -> Placements:
     return Placements(ModelPlacement(**row) for row in rows)
 
 
-async def unload(model: str | None = None) -> list[str]:
-    """Unload the models matching ``model`` ("hf:org/name", or an actor key), or every model; returns their names."""
+async def unload(model: str | None = None, *, grace_s: float = 30.0) -> list[str]:
+    """Unload the models matching ``model`` ("hf:org/name", or an actor key), or every model; returns their names.
+
+    New requests wait for a fresh load; requests in flight get ``grace_s`` seconds to finish, then fail with
+    ``ModelUnloadedError``. Nothing is loaded again unless a new request asks for it.
+    """
     from .actors.model_backend import reset_model_backends
 
     registry = await _registry()
-    unloaded = await registry.unload.remote(model)
+    unloaded = await registry.unload.remote(model, grace_s)
     reset_model_backends()          # this process's handles to those actors point at nothing now
     return unloaded
 

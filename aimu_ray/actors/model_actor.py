@@ -13,6 +13,7 @@ error, typed, to the caller that asked for the model.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -21,13 +22,14 @@ from typing import AsyncIterator
 
 import ray
 
-from ..models.errors import ModelError
+from ..models.errors import ModelError, ModelUnloadedError
 from ..models.load import ModelLoad, Target
 from .hosting import HostedModel, MeasuredUse
 
 logger = logging.getLogger("aimu_ray")
 CONTROL = "control"
 MAX_IDLE_CHECK_S = 5.0
+END_WAIT_S = 10.0        # how long ending the requests in flight may take (a denoising step, a batch step)
 
 
 class ModelRetiredError(ModelError):
@@ -43,6 +45,8 @@ class ModelActor:
         self._in_flight = 0
         self._last_used = time.monotonic()
         self._retiring = False
+        self._running: set[asyncio.Task] = set()     # the requests in flight, to end them when unloaded
+        self._ended = False
         self._model = HostedModel(load, target)
         if self._model.error is not None:
             return
@@ -81,15 +85,34 @@ class ModelActor:
             self._retiring = True
             return self._in_flight
 
+    async def end_requests(self) -> int:
+        """End the requests still in flight with ``ModelUnloadedError`` (an unload's grace ran out); returns how
+        many. Runs on the requests' own event loop, where their tasks can be cancelled."""
+        self._ended = True
+        running = set(self._running)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=END_WAIT_S)
+        return len(running)
+
     @contextmanager
     def _serving(self):
         with self._lock:
             if self._retiring:
                 raise ModelRetiredError(f"{self._load.label()} is being unloaded; ask for it again.")
             self._in_flight += 1
+        task = asyncio.current_task()
+        self._running.add(task)
         try:
             yield
+        except asyncio.CancelledError:
+            if self._ended:
+                raise ModelUnloadedError(f"{self._load.label()} was unloaded while this request ran (its grace "
+                                         "period ended); send it again to load the model again.") from None
+            raise
         finally:
+            self._running.discard(task)
             with self._lock:
                 self._in_flight -= 1
                 self._last_used = time.monotonic()

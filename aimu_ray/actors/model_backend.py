@@ -2,9 +2,11 @@
 
 The actor is looked up by its cluster-wide name, so a second script finds the first one's model
 without asking the registry. Only a missing actor costs a trip to the registry, and concurrent first
-calls in one process share that trip. Errors come back typed:
-- the actor was unloading (idle keep-alive, ``unload``) → the request goes to a fresh actor, once;
+calls in one process share that trip. Errors come back typed, and a request is sent again only when it never ran:
+- the actor was unloading (idle keep-alive, ``unload``) and refused it → it goes to a fresh actor, once;
 - the actor was restarting when the request came (Ray: unavailable) → it waits for the reload, once;
+- the actor was already ended on purpose (the registry says so; it had nothing in flight) → a fresh actor;
+- an unload's grace ran out under the request → ``ModelUnloadedError``, never re-sent;
 - the actor died under the request → ``ModelConnectionError`` saying so; Ray restarts it (the model
   loads again) unless it is out of restarts, in which case the next request gets a new actor.
 """
@@ -53,7 +55,7 @@ class ModelBackend:
             except ModelRetiredError:
                 if attempt:
                     raise
-                self._drop(handle)
+                await self._replace(handle)
             except RayActorError as failure:
                 if not (attempt == 0 and await self._recovered(handle, failure)):
                     raise self._died(failure) from failure
@@ -71,7 +73,7 @@ class ModelBackend:
             except ModelRetiredError:
                 if started or attempt:
                     raise
-                self._drop(handle)
+                await self._replace(handle)
             except RayActorError as failure:
                 if started or not (attempt == 0 and await self._recovered(handle, failure)):
                     raise self._died(failure) from failure
@@ -116,20 +118,28 @@ class ModelBackend:
                 self._handle = None
 
     async def _recovered(self, handle: ActorHandle, failure: RayActorError) -> bool:
-        """May the request go again? Yes when the actor was restarting (it never ran the request: wait for the
-        reload) or is gone for good (a fresh one is ready); no when it died under the request."""
+        """May the request go again? Yes when it never ran: the actor was restarting (wait for the reload) or had
+        been ended on purpose (a fresh one is ready); no when the actor died under it."""
         if isinstance(failure, ActorUnavailableError) and await _restarted(handle):
             return True
-        return await self._gone(handle)
+        return await self._ended(handle)
 
-    async def _gone(self, handle: ActorHandle) -> bool:
-        """Is the actor dead for good (killed, out of restarts)? Then fetch a fresh one and say so."""
-        current = await asyncio.to_thread(_lookup, self.load.actor_name())
-        if current is not None and current._actor_id == handle._actor_id:
-            return False                       # the same actor, restarting: the caller must hear of the crash
+    async def _ended(self, handle: ActorHandle) -> bool:
+        """Was the actor ended on purpose (unloaded, idle)? Then fetch a fresh one and say so. A crash, even one
+        Ray will not restart, may have run the request: the caller hears of it, and the next request resolves anew."""
+        actor_id = handle._actor_id.hex()
+        if not await calls.result_of(get_registry().ended.remote(actor_id)):
+            if await asyncio.to_thread(_lookup, self.load.actor_name()) is None:
+                self._drop(handle)             # dead for good: the next request gets a new actor
+            return False
+        await self._replace(handle)
+        return True
+
+    async def _replace(self, handle: ActorHandle) -> None:
+        """Forget an actor that is unloading or gone, and get the model's current one (the registry loads it anew
+        once the unload is over)."""
         self._drop(handle)
         await self._actor(gone_actor_id=handle._actor_id.hex())
-        return True
 
     def _died(self, failure: RayActorError) -> ModelConnectionError:
         return ModelConnectionError(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Any
 
 import ray
@@ -37,7 +37,8 @@ from .pool import NAMESPACE
 logger = logging.getLogger("aimu_ray")
 REGISTRY_NAME = "models"
 MAX_RESTARTS = 3          # a model process that keeps dying (OOM, segfault) is not restarted forever
-DRAIN_S = 30.0            # how long an explicit unload lets requests in flight finish
+DRAIN_S = 30.0            # how long an explicit unload lets requests in flight finish, by default
+ENDED_KEPT = 10_000       # actors ended on purpose that are remembered (a late caller may still hold one)
 
 
 class Entry(BaseModel):
@@ -59,12 +60,14 @@ class ModelRegistry:
         self._replicas: dict[str, Entry] = {}        # Serve replica id → its model, share and use
         self._measured: dict[str, int] = {}          # model key → bytes its last actor measured (feedback)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._ended: OrderedDict[str, None] = OrderedDict()   # ids of actors this registry ended on purpose
 
     async def ensure(self, load: ModelLoad, need: ModelNeed, inventory: Inventory | None,
                      gone_actor_id: str | None = None) -> ActorHandle:
         """The model's actor, placed and loaded now unless it exists; raises its load or placement error.
 
-        ``gone_actor_id`` is an actor the caller found dead for good (out of restarts): it is replaced.
+        ``gone_actor_id`` is an actor the caller found unloading or ended on purpose: it is replaced, once an
+        unload of it is over (the unload holds the model's lock).
         """
         key = load.key()
         async with self._locks[key]:
@@ -140,16 +143,20 @@ class ModelRegistry:
         if entry is not None and _actor_id(entry.handle) == actor_id:
             self._forget(key, kill=True)
 
-    async def unload(self, model: str | None = None) -> list[str]:
+    async def unload(self, model: str | None = None, grace_s: float = DRAIN_S) -> list[str]:
         """Unload the models matching ``model`` (a model string such as "hf:org/name", or an actor key), or all.
 
-        New requests are refused at once; those in flight get ``DRAIN_S`` to finish. Returns what was unloaded.
+        New requests are refused at once; those in flight get ``grace_s`` to finish, then end with
+        ``ModelUnloadedError``. Returns what was unloaded.
         """
         entries = [(k, e) for k, e in self._entries.items() if model in (None, k, e.load.label())]
-        await asyncio.gather(*(self._drain(entry) for _, entry in entries))
-        for k, _ in entries:
-            self._forget(k, kill=True)
+        await asyncio.gather(*(self._unload(key, entry, grace_s) for key, entry in entries))
         return [entry.load.label() for _, entry in entries]
+
+    def ended(self, actor_id: str) -> bool:
+        """Did this registry end that actor on purpose (unloaded, idle, replaced)? It then had nothing in flight,
+        so a request that met it dead never ran there and may go to a fresh actor; a crash is not that."""
+        return actor_id in self._ended
 
     async def placements(self) -> list[dict]:
         """One row per model actor: where it runs, its share, memory promised vs measured, and why."""
@@ -158,19 +165,35 @@ class ModelRegistry:
         rows = [_row(key, entry, info) for (key, entry), info in zip(self._entries.items(), infos)]
         return rows + [_row(entry.load.key(), entry, None) for entry in self._replicas.values()]
 
-    async def _drain(self, entry: Entry) -> None:
+    async def _unload(self, key: str, entry: Entry, grace_s: float) -> None:
+        """Under the model's lock, so a request refused meanwhile (``ensure`` with the old actor) waits for the end
+        and gets a fresh actor instead of the unloading one."""
+        async with self._locks[key]:
+            await self._drain(entry, grace_s)
+            if self._entries.get(key) is entry:
+                self._forget(key, kill=True)
+
+    async def _drain(self, entry: Entry, grace_s: float) -> None:
+        """Refuse new requests, give those in flight ``grace_s`` to finish, then end them: nothing runs when killed."""
         try:
             in_flight = await entry.handle.retire.remote()
-            deadline = time.monotonic() + DRAIN_S
+            deadline = time.monotonic() + grace_s
             while in_flight and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
                 in_flight = (await entry.handle.info.remote())["in_flight"]
+            if in_flight:
+                ended = await entry.handle.end_requests.remote()
+                logger.warning("Unloading %s: ended %d request(s) still running after %.0f s.", entry.load.label(),
+                               ended, grace_s)
         except ray.exceptions.RayActorError:
             pass                                       # already dead: nothing to drain
 
     def _forget(self, key: str, kill: bool) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None and kill:
+            self._ended[_actor_id(entry.handle)] = None
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
             ray.kill(entry.handle, no_restart=True)
 
     def _reserved(self, inventory: Inventory) -> dict[ReservedKey, int]:

@@ -39,6 +39,13 @@ class ConnectionDroppedError(ModelConnectionError):
     """
 
 
+class ModelUnloadedError(ModelConnectionError):
+    """The model was unloaded (``aimu_ray.unload``) while this request ran, and its grace period ran out.
+
+    Never re-sent by aimu_ray: a new request loads the model again, if the caller wants that.
+    """
+
+
 class ModelBusyError(ModelConnectionError):
     """The model's replicas are at capacity and their queue is full; retry after a moment."""
 

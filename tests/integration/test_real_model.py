@@ -87,3 +87,34 @@ async def test_eight_concurrent_greedy_chats_match_one_at_a_time(smollm2_hf_fold
     assert after["rows"] - before["rows"] == len(QUESTIONS)
     assert after["generate_calls"] - before["generate_calls"] < len(QUESTIONS)      # they shared forward passes
     assert "Paris" in together[0] and "Berlin" in together[1] and "Rome" in together[2]
+
+
+# Last in the module: it unloads the models the tests above share.
+@pytest.mark.parametrize("stream", [False, True])
+async def test_unload_ends_a_request_in_flight_after_its_grace_and_loads_nothing_again(stream, smollm2_hf_folder):
+    client = hf(smollm2_hf_folder)
+    long = {**GREEDY, "max_tokens": 400, "min_new_tokens": 400}     # ~15 s here: longer than the grace
+    await asyncio.wait_for(client.chat("Hi", generate_kwargs=GREEDY), GUARD_S)           # loaded
+    actor_name = client._load.actor_name()
+    if stream:
+        chunks = await client.chat("Tell me a long story.", generate_kwargs=long, stream=True)
+        running = asyncio.ensure_future(anext(chunks))           # the first token: it is running
+        await running
+        running = asyncio.ensure_future(_drain(chunks))
+    else:
+        running = asyncio.ensure_future(client.chat("Tell me a long story.", generate_kwargs=long))
+        await asyncio.sleep(3)                                   # the request runs in the actor
+    unloaded = await asyncio.wait_for(aio.unload(f"hf:{smollm2_hf_folder}", grace_s=1), GUARD_S)
+
+    assert unloaded == [f"hf:{smollm2_hf_folder}"]
+    with pytest.raises(aimu_ray.ModelUnloadedError, match="unloaded while this request ran"):
+        await asyncio.wait_for(running, GUARD_S)
+    await asyncio.sleep(2)                                       # nothing may load it again by itself
+    assert [row for row in await aio.placements() if row.model == unloaded[0]] == []
+    with pytest.raises(ValueError):
+        ray.get_actor(actor_name, namespace="aimu_ray")
+
+
+async def _drain(chunks) -> None:
+    async for _ in chunks:
+        pass
