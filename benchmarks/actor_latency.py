@@ -1,4 +1,4 @@
-"""Latency the model actor adds over calling the engine in this process, tiny Llama, one greedy token.
+"""Latency the model actor adds over calling the engine in this process: SmolLM2-135M, one greedy token.
 
 One request ("hi", max_new_tokens=1, greedy) so that the model's own work is small, three ways:
   engine in-process   HFTextEngine.chat in this process, no Ray
@@ -67,17 +67,17 @@ def main() -> None:
     import torch
 
     import aimu_ray
-    from aimu_ray.demo.tiny_models import build_tiny_hf_lm, tiny_model_cache
+    from aimu_ray.demo.smollm2 import smollm2_hf_dir
 
     torch.set_num_threads(1)
-    folder = build_tiny_hf_lm(tiny_model_cache() / "tiny-llama-hf")
+    folder = smollm2_hf_dir()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         times = asyncio.run(measure(folder))
     finally:
         aimu_ray.shutdown()
     p50 = {name: percentile(values, 0.5) for name, values in times.items()}
-    print(f"\nLatency of one request to the tiny Llama, 1 greedy token, {N} sequential calls each (ms)")
+    print(f"\nLatency of one request to SmolLM2-135M-Instruct, 1 greedy token, {N} sequential calls each (ms)")
     print(f"{'path':<20}{'p50':>8}{'p90':>8}{'added p50':>11}")
     for name, values in times.items():
         print(f"{name:<20}{p50[name]:>8.2f}{percentile(values, 0.9):>8.2f}"

