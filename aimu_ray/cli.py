@@ -1,14 +1,18 @@
 """``aimu-ray``: serve models, talk to them, run batch jobs and see where everything runs.
 
 Every subcommand runs on the Ray named by ``--address`` / ``RAY_ADDRESS`` (a ``ray job submit`` job
-has it set), or on an embedded local Ray. Model arguments are aimu model strings; with ``--served`` they
-are the public names of a running ``aimu-ray serve`` app instead, reached through its deployment handles.
+has it set), or on an embedded local Ray. ``serve`` records an embedded Ray it started, so the other
+commands run beside it join that Ray instead of starting their own. Model arguments are aimu model
+strings; with ``--served`` they are the public names of a running ``aimu-ray serve`` app instead, reached
+through its deployment handles. Options may come before, between or after the positional arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -43,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aimu-ray", description=DESCRIPTION,
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--address", help="the Ray cluster (default: RAY_ADDRESS, a local `ray start`, or an "
-                                          "embedded Ray)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--address", help="the Ray cluster (default: RAY_ADDRESS, the Ray of a running `aimu-ray "
+                                          "serve`, a local `ray start`, or an embedded Ray)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Intermixed)
 
     serve = commands.add_parser("serve", help="run the OpenAI-compatible Serve app from a config file",
                                 description="Deploy the app a YAML config describes (models, keys, scaling) and "
@@ -119,11 +123,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Intermixed(argparse.ArgumentParser):
+    """A subcommand's parser that takes options anywhere among its positionals, as other CLIs do.
+
+    Plain argparse stops ``chat MODEL --served PROMPT`` at the option, gives PROMPT's ``?`` nothing, and
+    then refuses PROMPT as unrecognized. Subparsers call ``parse_known_args``: here it parses intermixed.
+    """
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:        # before Python 3.13.1, parse_known_intermixed_args calls back in here
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a model string (hf:…, anthropic:…), or with --served a served name")
     parser.add_argument("--served", action="store_true",
                         help="MODEL is a name the running Serve app serves (reached through its handles)")
-    parser.add_argument("--app", default="aimu_ray", help="with --served: the Serve app's name (default aimu_ray)")
+    parser.add_argument("--app", default="aimu_ray", help="with --served: the Serve app's name (default aimu_ray, "
+                                                          "else the running aimu_ray app that serves MODEL)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a client option, value as JSON when it parses (model_path=..., num_gpus=0.5)")
 
@@ -131,16 +155,21 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 # ----- subcommands -----
 
 def _serve(args) -> int:
+    import ray
+
     from .deployments import AppConfig, run
 
     config = AppConfig.from_yaml(args.config)
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
     config = config.model_copy(update=overrides)
-    _connect(args)
-    print(f"aimu-ray: serving {', '.join(m.name for m in config.models)} at "
-          f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}/v1 (Ctrl-C stops)", file=sys.stderr)
+    _connect(args, join_served=False)            # a second server must not replace the first one's app
+    url = f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}/v1"
+    address = ray.get_runtime_context().gcs_address
+    print(f"aimu-ray: serving {', '.join(m.name for m in config.models)} at {url} on Ray {address} (Ctrl-C stops)",
+          file=sys.stderr)
     try:
-        run(config, blocking=True, access_log=not args.no_access_log)
+        with _recorded(args, address, config.name, url):
+            run(config, blocking=True, access_log=not args.no_access_log)
     except KeyboardInterrupt:
         from ray import serve
 
@@ -244,10 +273,28 @@ def _unload(args) -> int:
 
 # ----- helpers -----
 
-def _connect(args) -> None:
-    from .runtime import ensure_ray
+def _connect(args, join_served: bool = True) -> None:
+    """The Ray of --address or RAY_ADDRESS; else that of a running `aimu-ray serve` (said on stderr); else what
+    ``ray.init`` finds (a `ray start` cluster on this machine) or an embedded one."""
+    from .runtime import ensure_ray, served_ray
 
-    ensure_ray(args.address)
+    address = args.address
+    if join_served and not _address_given(args) and (served := served_ray()) is not None:
+        address = served.address
+        print(f"aimu-ray: joining the Ray of `aimu-ray serve` (pid {served.pid}, app {served.app!r} at {served.url}) "
+              f"at {address}", file=sys.stderr)
+    ensure_ray(address)
+
+
+def _address_given(args) -> bool:
+    return bool(args.address or os.environ.get("RAY_ADDRESS"))
+
+
+def _recorded(args, address: str, app: str, url: str):
+    """A server on a Ray nobody named records it, so the other commands find that Ray (``ray.init`` cannot)."""
+    from .runtime import recording_served_ray
+
+    return contextlib.nullcontext() if _address_given(args) else recording_served_ray(address, app, url)
 
 
 def _client(args, task: str):

@@ -2,15 +2,22 @@
 
 ``ensure_ray`` is what every entry point calls; ``init`` is the explicit form for users who want to
 pick the cluster, shape the worker pool or cap a provider's requests in flight before the first call.
+``served_ray`` finds the embedded Ray of a running ``aimu-ray serve``, which ``ray.init`` cannot find.
 """
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Iterator, Mapping
 
+import psutil
 import ray
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, model_validator
 
@@ -96,6 +103,59 @@ def shutdown() -> None:
     remote_backend().reset()
     reset_model_backends()
     ray.shutdown()
+
+
+class ServedRay(BaseModel):
+    """The Ray of a running ``aimu-ray serve``, as it records itself for the other ``aimu-ray`` commands."""
+
+    address: str
+    pid: int
+    started: float = Field(description="the process's start time: a pid reused by another process is not it")
+    app: str
+    url: str
+
+    def alive(self) -> bool:
+        try:
+            return psutil.Process(self.pid).create_time() == self.started
+        except psutil.Error:
+            return False
+
+
+def served_rays_dir() -> Path:
+    """Where the records are: the temp dir (``$TMPDIR``), one folder per user (its uid, or its name on Windows)."""
+    return Path(tempfile.gettempdir()) / f"aimu_ray-serve-{getattr(os, 'getuid', getpass.getuser)()}"
+
+
+@contextmanager
+def recording_served_ray(address: str, app: str, url: str) -> Iterator[None]:
+    """While the block runs, a file names this process's Ray, so other commands join it instead of starting one."""
+    me = psutil.Process()
+    record = ServedRay(address=address, pid=me.pid, started=me.create_time(), app=app, url=url)
+    path = served_rays_dir() / f"{me.pid}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(record.model_dump_json())
+    except OSError as error:
+        logger.warning("Other aimu-ray commands will not find this Ray (%s): give them --address %s.",
+                       error, record.address)
+    try:
+        yield
+    finally:
+        with suppress(OSError):                   # never written, or removed already
+            path.unlink()
+
+
+def served_ray() -> ServedRay | None:
+    """The most recently started ``aimu-ray serve`` still running, if any (a killed one leaves a stale file)."""
+    live = []
+    for path in served_rays_dir().glob("*.json"):
+        try:
+            record = ServedRay.model_validate_json(path.read_text())
+        except (OSError, ValueError):
+            continue                                     # being written, or not ours
+        if record.alive():
+            live.append(record)
+    return max(live, key=lambda record: record.started, default=None)
 
 
 def _validated_limits(max_in_flight: Mapping[str, int]) -> dict[str, int]:

@@ -4,17 +4,21 @@ remote provider, and the ingress in front.
 ``build_app`` is also Serve's import path (``serve run aimu_ray.deployments:build_app config=serve.yaml``,
 or ``import_path`` + ``args`` in a ``serve deploy`` / KubeRay config). Building plans each in-process
 model's GPU share with the placement policy, through the model registry so the plan sees the memory
-that model actors and other replicas already hold.
+that model actors and other replicas already hold. A build that finds no Serve running starts it on the
+config's host and port: ``serve run`` (which builds before it starts Serve) then listens where the
+config says, as ``aimu-ray serve`` does.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import ray
 from ray import serve
 from ray.serve import Application
+from ray.serve.context import _get_global_client
 
 from ..actors.registry import get_registry
 from ..cluster.inventory import current_inventory_override
@@ -34,11 +38,14 @@ DEFAULT_ONGOING = {"text": 64, "image": 8, "audio": 4}
 REMOTE_ONGOING = 1000             # remote requests are I/O: one replica holds many
 INGRESS_ONGOING = 1000
 
+logger = logging.getLogger("aimu_ray")
+
 
 def build_app(args: dict | AppConfig | str | os.PathLike) -> Application:
     """The app for a config (an ``AppConfig``, Serve's ``args`` dict, or a YAML path)."""
     config = load_config(args)
     ensure_ray()
+    _start_serve(config)
     in_process = [model for model in config.models if model.in_process]
     remote = [model for model in config.models if not model.in_process]
     sized = [(load, need_for(load)) for load in (model.load() for model in in_process)]   # reads weight files
@@ -56,11 +63,20 @@ def build_app(args: dict | AppConfig | str | os.PathLike) -> Application:
 
 
 def run(config: AppConfig, *, blocking: bool = False, access_log: bool = True) -> None:
-    """Start Serve's HTTP proxy on the config's host and port and deploy the app; returns once it is up."""
-    ensure_ray()
-    serve.start(http_options={"host": config.host, "port": config.port})
+    """Deploy the app (and Serve's HTTP proxy, on the config's host and port); returns once it is up."""
     serve.run(build_app(config), name=config.name, route_prefix=config.route_prefix, blocking=blocking,
               logging_config={"enable_access_log": access_log})
+
+
+def _start_serve(config: AppConfig) -> None:
+    """Serve on the config's host and port, unless it runs already: then its proxy stays where it is
+    (``serve deploy`` and KubeRay set it in their own config), and a config that differs is said."""
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        serve.start(http_options={"host": config.host, "port": config.port})
+    elif (client.http_config.host, client.http_config.port) != (config.host, config.port):
+        logger.warning("Serve already listens on %s:%s; the config's host and port (%s:%s) do not apply.",
+                       client.http_config.host, client.http_config.port, config.host, config.port)
 
 
 def _plan(sized: list[tuple[ModelLoad, ModelNeed]]) -> list[Placement]:

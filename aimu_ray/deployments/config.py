@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,17 @@ def load_config(config: AppConfig | dict | str | os.PathLike) -> AppConfig:
         return config
     if isinstance(config, dict):
         if set(config) == {"config"}:                    # `serve run aimu_ray.deployments:build_app config=x.yaml`
-            return AppConfig.from_yaml(config["config"])
+            return AppConfig.from_yaml(_args_file(config["config"]))
         return AppConfig.model_validate(config)
     return AppConfig.from_yaml(config)
 
+
+def _args_file(path: str) -> Path:
+    """A config path in Serve's args is read where the app is built: on this machine for ``serve run``, but
+    on a cluster node, in a working directory of Ray's, for ``serve deploy`` and KubeRay."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"No app config at {file.resolve()} on {socket.gethostname()}. Under `serve deploy` "
+                                "the app is built on the cluster: put the config inline as the app's args (as "
+                                "examples/serve_deploy.yaml does) or give a path that exists on every node.")
+    return file

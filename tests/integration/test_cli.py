@@ -21,7 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -60,18 +62,19 @@ class Cluster:
     def status(self) -> dict:
         done = self.cli("status", "--json")
         assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout[done.stdout.index("{"):done.stdout.rindex("}") + 1])
+        return json_of(done.stdout)
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@contextmanager
+def running_cluster(*extra: str) -> Iterator[Cluster]:
+    """A one-node ``ray start --head`` cluster of its own (4 CPUs, temp dir and ports), stopped after."""
     if ray.is_initialized():
         ray.shutdown()
     temp = Path(tempfile.mkdtemp(prefix="raycli-"))
     port = free_port()
     address = f"127.0.0.1:{port}"
     log = temp / "head.log"
-    leader = start_node(head_args(port, temp, "--num-cpus=4"), log)
+    leader = start_node(head_args(port, temp, "--num-cpus=4", *extra), log)
     try:
         deadline = time.monotonic() + START_S
         while "Ray runtime started" not in tail(log):
@@ -87,6 +90,17 @@ def cluster():
             ray.shutdown()
         stop_nodes([leader])
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with running_cluster() as cluster:
+        yield cluster
+
+
+def json_of(stdout: str) -> dict:
+    """The JSON object in a command's output (Ray may print lines of its own around it)."""
+    return json.loads(stdout[stdout.index("{"):stdout.rindex("}") + 1])
 
 
 def fake_model(fake) -> str:
@@ -218,11 +232,34 @@ def test_chat_served_without_a_running_app_exits_2_in_one_line(cluster):
     assert any(line.startswith("aimu-ray chat: no Serve app 'aimu_ray'") for line in done.stderr.splitlines())
 
 
-def _get(url: str) -> httpx.Response | None:
+def get(url: str) -> httpx.Response | None:
     try:
         return httpx.get(url, timeout=5)
     except httpx.TransportError:
         return None
+
+
+@contextmanager
+def started(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """``argv`` running in a session of its own, output in ``log``; killed with its session if it outlives the block."""
+    with open(log, "w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                   start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(SERVE_S)
+
+
+def wait_until_healthy(base: str, server: subprocess.Popen, log: Path) -> None:
+    """Until the app at ``base`` answers /healthz; the test fails if ``server`` exits or time runs out first."""
+    deadline = time.monotonic() + SERVE_S
+    while (health := get(f"{base}/healthz")) is None or health.status_code != 200:
+        if server.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{server.args[:4]} did not answer /healthz in {SERVE_S} s:\n{tail(log)}")
+        time.sleep(0.5)
 
 
 def test_serve_answers_http_and_handles_until_sigint(cluster, fake, tmp_path):
@@ -231,20 +268,10 @@ def test_serve_answers_http_and_handles_until_sigint(cluster, fake, tmp_path):
     config.write_text(f"name: aimu_ray\nhost: 127.0.0.1\nport: 8000\nmodels:\n"
                       f"  - name: fake\n    model: {fake_model(fake)}\n")
     log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([*CLI, "--address", cluster.address, "serve", str(config), "--port", str(port),
-                                   "--no-access-log"], stdout=out, stderr=subprocess.STDOUT, env=cluster.env(),
-                                  cwd=ROOT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVE_S
-        while True:
-            health = _get(f"{base}/healthz")
-            if health is not None and health.status_code == 200:
-                break
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`aimu-ray serve` did not answer /healthz in {SERVE_S} s:\n{tail(log)}")
-            time.sleep(0.5)
+    with started([*CLI, "--address", cluster.address, "serve", str(config), "--port", str(port), "--no-access-log"],
+                 cluster.env(), log) as server:
+        wait_until_healthy(base, server, log)
         assert f"serving fake at http://127.0.0.1:{port}/v1" in log.read_text()
 
         reply = httpx.post(f"{base}/v1/chat/completions", timeout=30,
@@ -270,9 +297,5 @@ def test_serve_answers_http_and_handles_until_sigint(cluster, fake, tmp_path):
 
         server.send_signal(signal.SIGINT)
         assert server.wait(60) == 130, tail(log)
-        assert _get(f"{base}/healthz") is None            # Ctrl-C stopped the app, though the cluster lives on
+        assert get(f"{base}/healthz") is None            # Ctrl-C stopped the app, though the cluster lives on
         assert cluster.status()["serve"] == {}
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(SERVE_S)

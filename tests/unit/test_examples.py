@@ -1,11 +1,13 @@
 """The deployment examples parse and say what their tools expect: Ray's cluster launcher accepts
-``examples/cluster.yaml`` (its own schema, after filling in its AWS defaults), and the KubeRay
-``RayService`` carries a Serve config that Serve's schema accepts and whose app ``args`` are a valid
-``AppConfig``. No Ray, no network.
+``examples/cluster.yaml`` (its own schema, after filling in its AWS defaults), the KubeRay ``RayService``
+and ``serve_deploy.yaml`` carry Serve configs that Serve's schema accepts and whose app ``args`` are a valid
+``AppConfig`` inline, and ``handle_app.py`` is run beside the served app, not in its place. No Ray, no network.
 """
 
 from __future__ import annotations
 
+import ast
+import shlex
 from pathlib import Path
 
 import pytest
@@ -136,21 +138,51 @@ def test_gpu_workers_ask_kubernetes_and_ray_for_the_same_gpus(service):
 
 
 def test_serve_yaml_and_the_demo_config_are_app_configs(monkeypatch):
-    """The files ``aimu-ray serve`` takes: real models, and the demo's tiny ones under ``${AIMU_RAY_DEMO_MODELS}``."""
+    """The files ``aimu-ray serve`` takes: real models, and the demo's (SmolLM2 twice, tiny image and audio)."""
     real = AppConfig.from_yaml(EXAMPLES / "serve.yaml")
     assert {model.task for model in real.models} == {"text", "image", "audio"}
     monkeypatch.setenv("AIMU_RAY_DEMO_MODELS", "/tmp/tiny")
+    monkeypatch.setenv("AIMU_RAY_DEMO_SMOLLM2_HF", "/tmp/smollm2")
+    monkeypatch.setenv("AIMU_RAY_DEMO_SMOLLM2_GGUF", "/tmp/smollm2.gguf")
     monkeypatch.setenv("AIMU_RAY_DEMO_PORT", "8123")
     demo = AppConfig.from_yaml(EXAMPLES / "demo.yaml")
-    assert demo.port == 8123 and all(model.model.startswith("hf:/tmp/tiny/") for model in demo.models)
+    assert demo.port == 8123
+    assert [model.model for model in demo.models] == ["hf:/tmp/smollm2", "llamacpp:smollm2",
+                                                      "hf:/tmp/tiny/tiny-stable-diffusion", "hf:/tmp/tiny/tiny-musicgen"]
+    assert demo.models[1].options["model_path"] == "/tmp/smollm2.gguf"
 
 
-def test_the_serve_deploy_config_names_the_app_builder_and_a_valid_app_config():
+def test_the_serve_deploy_config_carries_serve_yamls_app_inline():
+    """Inline, not a path: ``serve deploy`` builds the app on a cluster node, where a relative path names nothing."""
     from ray.serve.schema import ServeDeploySchema
 
     deploy = yaml.safe_load((EXAMPLES / "serve_deploy.yaml").read_text())
     ServeDeploySchema.model_validate(deploy)
     (app,) = deploy["applications"]
     assert app["import_path"] == "aimu_ray.deployments:build_app"
+    assert "config" not in app["args"]
     config = load_config(app["args"])                 # what build_app does with Serve's args
-    assert config.name == app["name"] and any(model.name == "qwen3-8b" for model in config.models)
+    assert config == AppConfig.from_yaml(EXAMPLES / "serve.yaml")
+    assert (config.name, config.route_prefix) == (app["name"], app["route_prefix"])
+    assert (config.host, config.port) == (deploy["http_options"]["host"], deploy["http_options"]["port"])
+
+
+def test_a_config_path_in_serves_args_that_names_no_file_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                       # as a Ray worker's working directory is not the user's
+    with pytest.raises(FileNotFoundError, match="put the config inline as the app's args") as refused:
+        load_config({"config": "examples/serve.yaml"})
+    assert str(tmp_path / "examples" / "serve.yaml") in str(refused.value)
+
+
+# ------------------------------------------------------------------------------------------ handle_app.py
+
+
+def test_the_handle_app_runs_beside_the_served_app_under_a_name_and_prefix_of_its_own():
+    """Its docstring's ``serve run`` line: ``/`` and ``default`` would take the aimu_ray app's place."""
+    doc = ast.get_docstring(ast.parse((EXAMPLES / "handle_app.py").read_text()))
+    [line] = [line.strip() for line in doc.splitlines() if line.strip().startswith("serve run")]
+    argv = shlex.split(line)
+    served = AppConfig.from_yaml(EXAMPLES / "serve.yaml")
+    assert argv[argv.index("--route-prefix") + 1] not in ("/", served.route_prefix)
+    assert argv[argv.index("--name") + 1] not in ("default", served.name)
+    assert "--non-blocking" in argv and argv[-1] == "examples.handle_app:app"
