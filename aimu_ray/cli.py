@@ -117,8 +117,10 @@ def _parser() -> argparse.ArgumentParser:
 
     unload = commands.add_parser("unload", help="unload in-process models, giving their GPU shares back",
                                  description="Unload model actors (not Serve replicas: those live while their app "
-                                             "does); requests in flight get 30 s to finish.")
+                                             "does); requests in flight get --grace seconds to finish, then fail.")
     unload.add_argument("model", nargs="?", help="a model string such as hf:org/name; all models when left out")
+    unload.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                        help="how long requests in flight may still run (default 30)")
     unload.set_defaults(run=_unload)
     return parser
 
@@ -266,7 +268,7 @@ def _unload(args) -> int:
     import aimu_ray
 
     _connect(args)
-    unloaded = aimu_ray.unload(args.model)
+    unloaded = aimu_ray.unload(args.model, grace_s=args.grace)
     print("\n".join(unloaded) if unloaded else "Nothing to unload.")
     return 0
 

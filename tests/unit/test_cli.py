@@ -32,7 +32,7 @@ SUBCOMMANDS = {
     "audio": ["Generate audio", "path of each WAV", "--duration", "--output-dir"],
     "batch": ["One request per input line", "resumes", "--input", "--output", "--option", "--concurrency"],
     "status": ["GPUs", "in-process model", "Serve apps", "--json"],
-    "unload": ["model string", "all models when left out"],
+    "unload": ["model string", "all models when left out", "--grace"],
 }
 SUMMARIES = {
     "serve": "run the OpenAI-compatible Serve app from a config file",
@@ -195,6 +195,7 @@ def test_address_is_a_top_level_option():
     args = cli._parser().parse_args(["--address", "127.0.0.1:6379", "status", "--json"])
     assert (args.address, args.command, args.json) == ("127.0.0.1:6379", "status", True)
     assert cli._parser().parse_args(["unload"]).model is None
+    assert cli._parser().parse_args(["unload", "--grace", "2.5", "hf:m"]).grace == 2.5
 
 
 def test_a_bad_size_is_refused_in_one_line(capsys, monkeypatch):
