@@ -85,15 +85,19 @@ class ModelActor:
             self._retiring = True
             return self._in_flight
 
-    async def end_requests(self) -> int:
+    @ray.method(concurrency_group=CONTROL)
+    def end_requests(self) -> int:
         """End the requests still in flight with ``ModelUnloadedError`` (an unload's grace ran out); returns how
-        many. Runs on the requests' own event loop, where their tasks can be cancelled."""
-        self._ended = True
-        running = set(self._running)
+        many. A control method, so that requests filling the default group cannot hold it up: each request's
+        task is cancelled on its own event loop."""
+        with self._lock:
+            self._ended = True
+            running = list(self._running)
         for task in running:
-            task.cancel()
-        if running:
-            await asyncio.wait(running, timeout=END_WAIT_S)
+            task.get_loop().call_soon_threadsafe(task.cancel)
+        deadline = time.monotonic() + END_WAIT_S
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.05)
         return len(running)
 
     @contextmanager
@@ -102,8 +106,8 @@ class ModelActor:
             if self._retiring:
                 raise ModelRetiredError(f"{self._load.label()} is being unloaded; ask for it again.")
             self._in_flight += 1
-        task = asyncio.current_task()
-        self._running.add(task)
+            task = asyncio.current_task()
+            self._running.add(task)
         try:
             yield
         except asyncio.CancelledError:
@@ -112,8 +116,8 @@ class ModelActor:
                                          "period ended); send it again to load the model again.") from None
             raise
         finally:
-            self._running.discard(task)
             with self._lock:
+                self._running.discard(task)
                 self._in_flight -= 1
                 self._last_used = time.monotonic()
 
