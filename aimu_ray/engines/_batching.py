@@ -2,7 +2,10 @@
 
 One thread owns the model. Requests queue while a batch runs; when it ends, the queued requests
 whose sampling settings are equal form the next batch (Ray Serve's ``@serve.batch`` and TGI's
-simple batching work the same way). Inside a batch each row keeps its own life: prompts are
+simple batching work the same way). An idle engine waits up to ``wait_s`` for more requests before it
+starts, as ``@serve.batch``'s ``batch_wait_timeout_s`` does: requests of one burst reach it a
+millisecond or two apart (each a Ray call), and a batch started on the first alone keeps the others
+waiting for its whole generation. Inside a batch each row keeps its own life: prompts are
 left-padded, a stopping criterion ends a row at its own ``max_new_tokens`` or when its consumer
 went away, and a streamer hands every step's tokens to each row's asyncio queue as they are made.
 
@@ -117,11 +120,14 @@ class BatchStats:
 class DynamicBatcher:
     """Runs ``generate(rows)`` on its own thread, one batch at a time, grouping waiting rows by key."""
 
-    def __init__(self, generate: Callable[[list[Row]], None], max_batch_size: int, name: str):
+    def __init__(self, generate: Callable[[list[Row]], None], max_batch_size: int, name: str, wait_s: float = 0.0):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}.")
+        if wait_s < 0:
+            raise ValueError(f"batch_wait_timeout_s must not be negative, not {wait_s}.")
         self._generate = generate
         self._max = max_batch_size
+        self._wait_s = wait_s
         self._waiting: deque[Row] = deque()
         self._running: list[Row] = []
         self._ready = threading.Condition()
@@ -174,6 +180,7 @@ class DynamicBatcher:
         with self._ready:
             while True:
                 self._ready.wait_for(lambda: self._waiting or self._closed)
+                self._ready.wait_for(lambda: len(self._waiting) >= self._max or self._closed, self._wait_s)
                 if self._closed:
                     return None
                 live = [row for row in self._waiting if not row.cancelled]

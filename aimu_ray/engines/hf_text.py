@@ -49,6 +49,7 @@ from ._tool_formats import ToolCallStream
 logger = logging.getLogger("aimu_ray")
 
 DEFAULT_MAX_BATCH_SIZE = 16
+DEFAULT_BATCH_WAIT_S = 0.01          # Ray Serve's @serve.batch default: 16 requests of a burst in one batch
 # GenerationConfig keys that would change what one row of a batch is: several answers, stop strings the
 # per-row bookkeeping cannot see, a dict instead of token ids, draft tokens. Allowed only at their defaults.
 _FIXED_SETTINGS = {"num_return_sequences": 1, "stop_strings": None, "return_dict_in_generate": False,
@@ -72,7 +73,8 @@ class HFTextEngine:
         self._defaults = _generation_defaults(self._model.generation_config, self._tokenizer)
         self._context = _context_limit(self._model.config, load.options.get("context_tokens"))
         self._batcher = DynamicBatcher(self._generate, load.options.get("max_batch_size") or DEFAULT_MAX_BATCH_SIZE,
-                                       name=f"generate {self._label}")
+                                       name=f"generate {self._label}",
+                                       wait_s=load.options.get("batch_wait_timeout_s", DEFAULT_BATCH_WAIT_S))
 
     @property
     def stats(self) -> BatchStats:

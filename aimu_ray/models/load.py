@@ -69,7 +69,7 @@ def _describe(value: Any) -> str:
 
 # Loader options each in-process engine takes (beyond model_kwargs), as aimu's constructors spell them.
 ENGINE_OPTIONS: dict[tuple[str, Task], frozenset[str]] = {
-    ("hf", "text"): frozenset({"model_kwargs", "max_batch_size", "context_tokens"}),
+    ("hf", "text"): frozenset({"model_kwargs", "max_batch_size", "batch_wait_timeout_s", "context_tokens"}),
     ("llamacpp", "text"): frozenset({"model_path", "n_ctx", "n_gpu_layers", "chat_format", "chat_handler", "verbose",
                                      "model_kwargs"}),
     ("hf", "image"): frozenset({"model_kwargs", "pipeline_class", "img2img_pipeline_class", "max_batch_size"}),

@@ -302,3 +302,17 @@ async def test_batches_hold_equal_settings_up_to_max_batch_size(tiny_hf_dir):
         assert (engine.stats.generate_calls, engine.stats.rows) == (4, 6)    # [2 greedy], [sampled], [2 greedy]
     finally:
         await engine.aclose()
+
+
+@pytest.mark.parametrize("wait_s, generate_calls", [(1.0, 1), (0.0, 2)])
+async def test_an_idle_engine_waits_its_window_so_that_a_burst_shares_one_batch(tiny_hf_dir, wait_s, generate_calls):
+    load = ModelLoad(provider="hf", task="text", model_id=str(tiny_hf_dir), options={"batch_wait_timeout_s": wait_s})
+    engine = HFTextEngine(load, Target())
+    try:
+        first = asyncio.create_task(engine.chat(request(8)))
+        await asyncio.sleep(0.02)                    # the second request of the burst comes 20 ms later
+        second = asyncio.create_task(engine.chat(request(8)))
+        await asyncio.wait_for(asyncio.gather(first, second), GUARD_S)
+        assert (engine.stats.generate_calls, engine.stats.rows) == (generate_calls, 2)
+    finally:
+        await engine.aclose()
