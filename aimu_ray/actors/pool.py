@@ -1,4 +1,4 @@
-"""The pool manager: one named, detached actor per cluster that owns the workers and the limiter.
+"""The pool manager: one named, detached actor per cluster that starts and watches the workers and the limiter.
 
 Every process finds it by name (``get_manager``), so all clients on the cluster share one pool. It is
 never on a request's path: callers cache the worker handles it hands out and refresh them now and then.
@@ -12,7 +12,10 @@ gains nothing. The pool does not shrink: an idle worker costs memory but no CPU.
 
 Failures: a worker that does not answer because it died is replaced, and the limiter takes back the
 permits it held. Callers that see a worker die report it with ``workers(lost=...)``, which replaces
-it at once rather than at the next check.
+it at once rather than at the next check. The manager is only the control plane: the workers and the
+limiter are detached actors of their own, and the limits live in Ray's GCS (``limiter.save_limits``),
+so a manager that dies takes no request or quota with it; Ray restarts it, and it adopts the workers
+by name and reads the limits back.
 """
 
 from __future__ import annotations
@@ -27,12 +30,11 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
 from ..runtime import PoolConfig
-from .limiter import LIMITER_NAME, MAX_CONCURRENCY, Limiter
-from .worker import PoolWorker
+from .limiter import LIMITER_NAME, MAX_CONCURRENCY, Limiter, save_limits, saved_limits
+from .worker import NAMESPACE, WORKER_PREFIX, PoolWorker, named_workers
 
 logger = logging.getLogger("aimu_ray")
 
-NAMESPACE = "aimu_ray"
 MANAGER_NAME = "pool"
 
 
@@ -40,9 +42,11 @@ MANAGER_NAME = "pool"
 class PoolManager:
     def __init__(self, config: PoolConfig) -> None:
         self._config = self._resolved(config)
-        self._limits: dict[str, int] = {}
-        self._limiter: ActorHandle | None = None
-        self._workers: dict[str, ActorHandle] = {}
+        self._limits = saved_limits()
+        self._limiter = _limiter_actor() if self._limits else None
+        self._workers = named_workers()              # after a restart: those the manager started before
+        for worker in self._workers.values():        # which may have missed a configure that the restart cut short
+            worker.set_limits.remote(self._limits, self._limiter)
         self._fill()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
@@ -62,11 +66,10 @@ class PoolManager:
             self._fill()
         if limits is None:
             return
+        save_limits(limits)
         self._limits = limits
         if limits and self._limiter is None:
-            self._limiter = Limiter.options(name=LIMITER_NAME, namespace=NAMESPACE, get_if_exists=True,
-                                            num_cpus=0, max_concurrency=MAX_CONCURRENCY, max_restarts=-1,
-                                            max_task_retries=-1).remote()
+            self._limiter = _limiter_actor()
         if self._limiter is not None:
             await self._limiter.set_limits.remote(limits)
         # A worker that died meanwhile is ignored here: its replacement starts with the new limits.
@@ -113,6 +116,7 @@ class PoolManager:
     def _spawn(self) -> None:
         key = uuid.uuid4().hex[:12]
         self._workers[key] = PoolWorker.options(
+            name=WORKER_PREFIX + key, namespace=NAMESPACE, lifetime="detached",
             max_concurrency=self._config.max_concurrency, num_cpus=self._config.num_cpus,
             scheduling_strategy="SPREAD").remote(key, self._limits, self._limiter)
 
@@ -125,6 +129,13 @@ class PoolManager:
         if self._limiter is not None:
             self._limiter.release_holder.remote(key)
         self._spawn()
+
+
+def _limiter_actor() -> ActorHandle:
+    """The cluster's limiter; detached and restarted by Ray, so it outlives the manager and its own crashes."""
+    return Limiter.options(name=LIMITER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
+                           num_cpus=0, max_concurrency=MAX_CONCURRENCY, max_restarts=-1,
+                           max_task_retries=-1).remote()
 
 
 def get_manager(config: PoolConfig | None = None) -> ActorHandle:

@@ -4,6 +4,10 @@ A worker keeps no conversation (the request carries the messages), only SDK clie
 so any worker can serve any request and one can die without losing anything but its requests in
 flight. Retries against the provider happen inside the engines; the worker adds the cluster-wide
 in-flight limit, and only for providers that have one.
+
+Workers are named, detached actors: they are the pool's data plane and outlive the manager that started
+them (a restarted manager adopts them by name, ``named_workers``), and each knows the permits it holds,
+so a restarted limiter can count them again.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from .streaming import coalesce
 # A full worker (max_concurrency requests running) must still answer the manager: control calls get a
 # concurrency group of their own. They only read or swap attributes, so running on another thread is safe.
 CONTROL = "control"
+NAMESPACE = "aimu_ray"          # of every named aimu_ray actor: the pool's, the registry, model actors
+WORKER_PREFIX = "pool-worker-"  # a worker's name is this and its key
 
 
 @ray.remote(concurrency_groups={CONTROL: 2})
@@ -34,6 +40,7 @@ class PoolWorker:
         self._engines = EngineCache()
         self._in_flight = 0
         self._tickets = itertools.count()
+        self._held: dict[str, str] = {}          # ticket -> provider, for each permit held now
 
     async def run(self, request: ChatRequest | ImageRequest) -> ChatResult | ImageResult:
         """One whole answer: a chat from any remote provider, or images from a remote image provider."""
@@ -53,6 +60,11 @@ class PoolWorker:
         return self._in_flight
 
     @ray.method(concurrency_group=CONTROL)
+    def held_permits(self) -> dict[str, str]:
+        """The permits this worker holds (ticket -> provider): what a restarted limiter counts before it grants."""
+        return dict(self._held)
+
+    @ray.method(concurrency_group=CONTROL)
     def set_limits(self, limits: dict[str, int], limiter: ActorHandle | None) -> None:
         self._limits = limits
         self._limiter = limiter
@@ -70,8 +82,22 @@ class PoolWorker:
         try:
             if limiter is not None:
                 await limiter.acquire.remote(provider, self._key, ticket)
+                self._held[ticket] = provider
             yield
         finally:
             self._in_flight -= 1
             if limiter is not None:
+                self._held.pop(ticket, None)
                 limiter.release.remote(ticket)
+
+
+def named_workers() -> dict[str, ActorHandle]:
+    """The pool's live workers by key, found by name, whoever started them."""
+    workers = {}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == NAMESPACE and actor["name"].startswith(WORKER_PREFIX):
+            try:
+                workers[actor["name"].removeprefix(WORKER_PREFIX)] = ray.get_actor(actor["name"], namespace=NAMESPACE)
+            except ValueError:                    # gone since the listing
+                pass
+    return workers

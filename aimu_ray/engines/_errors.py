@@ -14,7 +14,7 @@ import json
 import socket
 import sys
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, TypeVar
 
 from pydantic import ValidationError
 
@@ -32,6 +32,7 @@ _OVERFLOW_PHRASES = ("context_length_exceeded", "maximum context length", "promp
                      "exceeds the context length", "exceeds the available context size")
 _ERROR_TYPE_STATUS = {"rate_limit_error": 429, "overloaded_error": 529, "api_error": 500}  # Anthropic in-stream errors
 _SUMMARY_LIMIT = 300
+T = TypeVar("T")
 
 
 def translate(error: Exception, request: ChatRequest) -> Exception:
@@ -40,12 +41,12 @@ def translate(error: Exception, request: ChatRequest) -> Exception:
         return error
     kind, culprit = _transport_failure(error)
     if kind is not None:
-        failure = _TRANSPORT_ERRORS[kind](request, _summary(culprit))
+        failure = _TRANSPORT_ERRORS[kind](request, _summary(culprit, request))
     elif isinstance(error, _loaded(_SDKS + _GENAI, "APIError") + _loaded(("ollama",), "ResponseError")):
         failure = _from_answer(error, request)
     else:
         return error
-    failure.__cause__ = UpstreamError(_text(request, f"{type(culprit).__qualname__}: {_summary(culprit)}"))
+    failure.__cause__ = UpstreamError(f"{type(culprit).__qualname__}: {_summary(culprit, request)}")
     return failure
 
 
@@ -55,6 +56,15 @@ def malformed_reply(request: ChatRequest, detail: str) -> ProviderResponseError:
         _text(request, f"{_where(request)} sent a broken or incomplete reply ({detail}). Try again; if it "
                        f"repeats, check that the address serves the {request.provider} API."),
         provider=request.provider)
+
+
+def json_answer(answer: T, request: ChatRequest) -> T:
+    """``answer``, unless it is a string: the openai and anthropic SDKs hand back the body of a 200 that is not JSON
+    (an event stream sent to a request that asked for a whole answer, a proxy's web page) instead of failing."""
+    if isinstance(answer, str):
+        sent = "an event stream" if answer.lstrip().startswith(("data:", "event:")) else "a body that is not JSON"
+        raise malformed_reply(request, f"{sent} where a whole JSON answer was asked for")
+    return answer
 
 
 def _timed_out(request: ChatRequest, detail: str) -> ModelTimeoutError:
@@ -98,7 +108,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 def _from_answer(error: Exception, request: ChatRequest) -> ModelError:
     """An error status (or an error event inside a stream) that the provider itself sent."""
-    message = _sentence(_one_line(_provider_message(error)))
+    message = _sentence(_one_line(_provider_message(error), request))
     status = _status(error)
     where = _where(request)
     if _overflows(request, status, _provider_code(error), message):
@@ -220,12 +230,13 @@ def _where(request: ChatRequest) -> str:
     return f"{request.provider} at {url}" if url else request.provider
 
 
-def _summary(error: BaseException) -> str:
-    return _one_line(str(error) or type(error).__name__)
+def _summary(error: BaseException, request: ChatRequest) -> str:
+    return _one_line(str(error) or type(error).__name__, request)
 
 
-def _one_line(text: str) -> str:
-    line = " ".join(text.split())
+def _one_line(text: str, request: ChatRequest) -> str:
+    """Redacted before it is cut: a key cut short is no longer the key, and ``redact`` would let it through."""
+    line = " ".join(_text(request, text).split())
     return line if len(line) <= _SUMMARY_LIMIT else line[:_SUMMARY_LIMIT] + "…"
 
 

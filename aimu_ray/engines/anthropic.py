@@ -8,6 +8,7 @@ from typing import Any, AsyncIterator
 from ..models.errors import ModelRefusalError
 from ..models.messages import parse_arguments
 from ..models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, Usage
+from ._errors import json_answer
 from ._remote import RemoteEngine, import_sdk, sdk_client_options
 from ._reply import ReplyBuilder
 
@@ -29,7 +30,7 @@ class AnthropicEngine(RemoteEngine):
         return anthropic_tools(tools)
 
     async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:
-        message = await self._client.messages.create(**kwargs)
+        message = json_answer(await self._client.messages.create(**kwargs), request)
         reply = ReplyBuilder()
         for index, block in enumerate(message.content):
             _absorb_block(reply, index, block)

@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator
 
 from ..models.messages import openai_wire_messages
 from ..models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, Usage
-from ._errors import malformed_reply
+from ._errors import json_answer, malformed_reply
 from ._remote import RemoteEngine, import_sdk, sdk_client_options
 from ._reply import ReplyBuilder
 
@@ -26,7 +26,7 @@ class OpenAICompatEngine(RemoteEngine):
         return {"messages": openai_wire_messages(messages)}
 
     async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:
-        response = await self._client.chat.completions.create(**kwargs)
+        response = json_answer(await self._client.chat.completions.create(**kwargs), request)
         if not response.choices:
             raise malformed_reply(request, "the answer has no choices")
         reply = ReplyBuilder(request.parse_think_tags)

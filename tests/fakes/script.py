@@ -7,8 +7,9 @@ Per chat request the server pops one `Fault` first (if any), then one `Reply`:
 
 * a fault with `status` or `malformed` fails the request and consumes no reply, so the SDK's
   retry gets the next reply (the usual "429, then success" script);
-* a fault with only `delay_s`, `chunk_delay_s` or `drop_after` shapes how the next reply is
-  delivered (slow start, slow stream, connection cut after N stream events);
+* a fault with only `delay_s`, `chunk_delay_s`, `drop_after` or `stream_anyway` shapes how the
+  next reply is delivered (slow start, slow stream, connection cut after N stream events, a
+  stream where a whole answer was asked for);
 * with no reply queued the server answers ``"echo: <last user message text>"``, so benchmarks
   can fire requests without scripting anything.
 
@@ -65,6 +66,8 @@ class Fault:
     can wait milliseconds. `malformed` answers 200 with a body that is not JSON (a garbage
     event when the request streams). `delay_s` waits before answering, `chunk_delay_s` between
     stream events, and `drop_after` closes the connection after that many stream events.
+    `stream_anyway` streams the reply to a request that asked for a whole answer, as a server or
+    proxy that ignores ``stream: false`` does.
     """
 
     status: int | None = None
@@ -76,6 +79,7 @@ class Fault:
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     drop_after: int | None = None
+    stream_anyway: bool = False
 
     @property
     def fails(self) -> bool:

@@ -206,7 +206,7 @@ class FakeServer:
                 return _error(wire, 503, Fault(status=503, message="request outlived a reset of the fake"))
             if fault.status is not None:
                 return _error(wire, fault.status, fault)
-            wants_stream = wire.wants_stream(body)
+            wants_stream = wire.wants_stream(body) or fault.stream_anyway
             if fault.malformed:
                 if wants_stream:
                     return Response(wire.GARBAGE_STREAM, media_type=wire.STREAM_MEDIA_TYPE)

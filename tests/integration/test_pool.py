@@ -1,8 +1,9 @@
 """The shared worker pool on a local Ray: requests through real engines and the OpenAI SDK to the fake
 server, workers dying under requests, the cluster-wide in-flight limit, growth, typed errors.
 
-One Ray for the module; each test gets a fresh pool (the manager is killed between tests, and its
-workers and limiter die with it), so pool settings and dead workers never leak from one test to the next.
+One Ray for the module; each test gets a fresh pool (the manager, its workers and the limiter are killed
+and the saved limits dropped between tests), so pool settings and dead workers never leak from one test to
+the next.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Iterator
 import pytest
 import ray
 from ray.exceptions import RayTaskError
+from ray.experimental.internal_kv import _internal_kv_del
 
 import aimu_ray
 from aimu_ray.actors import remote_backend
-from aimu_ray.actors.limiter import LIMITER_NAME
+from aimu_ray.actors.limiter import LIMITER_NAME, LIMITS_KEY
 from aimu_ray.actors.pool import MANAGER_NAME, NAMESPACE, get_manager
 from aimu_ray.models.errors import ModelConnectionError, ProviderError, RateLimitError, UpstreamError
 from aimu_ray.models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint
@@ -32,6 +34,7 @@ from tests.fakes import FakeServer
 pytestmark = pytest.mark.asyncio
 HANG_GUARD_S = 60      # only so that a broken limiter fails the test instead of hanging the run
 SLOW_S = 600           # a provider answer slower than any test waits: the request is surely in flight
+RESTART_S = 4          # longer than Ray takes to restart an actor here (1-2 s)
 
 
 class PeakConcurrency:
@@ -87,12 +90,16 @@ def fake(server: FakeServer) -> FakeServer:
 def fresh_pool() -> Iterator[None]:
     yield
     remote_backend().reset()
-    try:
-        ray.kill(ray.get_actor(MANAGER_NAME, namespace=NAMESPACE))
-        while True:                          # until the name is free for the next test's manager
-            ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
-    except ValueError:
-        pass
+    _internal_kv_del(LIMITS_KEY, namespace=NAMESPACE)
+    names = [actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
+             if actor["namespace"] == NAMESPACE]     # the manager, the workers, the limiter: each detached
+    for name in names:
+        try:
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+            while True:                      # until the name is free for the next test's pool
+                ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            pass
 
 
 def request(fake: FakeServer, text: str = "hi", **fields) -> ChatRequest:
@@ -253,6 +260,31 @@ async def test_closing_a_stream_early_cancels_it_and_returns_its_permit(fake):
     await stream.aclose()
     answer = await asyncio.wait_for(remote_backend().call(request(fake, "next")), HANG_GUARD_S)
     assert answer.content == "echo: next"
+
+
+@pytest.mark.parametrize("lost", [(MANAGER_NAME,), (LIMITER_NAME,), (MANAGER_NAME, LIMITER_NAME)])
+async def test_the_in_flight_limit_outlives_the_manager_and_the_limiter(fake, lost):
+    """Killed under load and restarted by Ray, they lose neither the limits nor the permits in flight."""
+    aimu_ray.init(max_in_flight={"openai": 2})
+    fake.delay_s = 0.3
+    for _ in range(2):
+        fake.fault(delay_s=RESTART_S)                # the first two still hold their permits after the restart
+    keys = sorted(await workers())
+    first = [asyncio.create_task(remote_backend().call(request(fake, f"a{i}"))) for i in range(10)]
+    await asyncio.wait_for(until(lambda: len(fake.app.active) == 2), HANG_GUARD_S)   # eight wait for permits
+    for name in lost:
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=False)
+    second = [asyncio.create_task(remote_backend().call(request(fake, f"b{i}"))) for i in range(10)]
+    answers = await asyncio.wait_for(asyncio.gather(*first, *second), HANG_GUARD_S)
+    assert [a.content for a in answers] == [f"echo: a{i}" for i in range(10)] + [f"echo: b{i}" for i in range(10)]
+    assert sorted(await workers()) == keys           # the restarted manager adopted the running workers
+
+    key, worker = next(iter((await workers()).items()))
+    ray.kill(worker)                                 # its replacement learns the limits from the restarted manager
+    third = await asyncio.wait_for(asyncio.gather(*(remote_backend().call(request(fake, f"c{i}"))
+                                                    for i in range(10))), HANG_GUARD_S)
+    assert [a.content for a in third] == [f"echo: c{i}" for i in range(10)] and key not in await workers()
+    assert fake.app.peak == 2
 
 
 async def test_the_pool_grows_under_load(fake):

@@ -14,6 +14,7 @@ import socket
 import pytest
 
 from aimu_ray.models import ChatRequest, Endpoint, ModelConnectionError, ModelTimeoutError, ProviderError
+from aimu_ray.engines import _errors
 from aimu_ray.models.errors import ConnectionDroppedError, ProviderResponseError, UpstreamError
 from tests.unit.engine_kit import failure, run, text_of
 
@@ -120,6 +121,44 @@ async def test_the_key_never_leaks_even_when_the_server_echoes_it(fake, caplog, 
     for text in (str(error), str(error.__cause__), caplog.text):
         assert KEY not in text
     assert KEY.encode() not in pickle.dumps(error)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_key_that_ends_a_long_error_is_redacted_before_the_message_is_cut(fake, caplog, wire, stream):
+    """The provider's message is cut to a summary; cut first, the key's head would survive its redaction."""
+    caplog.set_level(logging.DEBUG)
+    fake.fault(status=500, message="x" * (_errors._SUMMARY_LIMIT - len(KEY) + 1) + KEY)
+    error = await failure(wire(stream=stream))
+    assert isinstance(error, ProviderError) and "***" in str(error)
+    for text in (str(error), str(error.__cause__), caplog.text, repr(pickle.dumps(error))):
+        assert not _pieces_of(KEY) & _pieces_of(text)
+
+
+def test_a_key_that_ends_a_long_transport_error_is_redacted_before_the_summary_is_cut():
+    import httpx
+
+    request = ChatRequest(provider="openai", model="gpt-test", messages=USER,
+                          endpoint=Endpoint(base_url="http://127.0.0.1:9/v1", api_key=KEY))
+    error = _errors.translate(httpx.ConnectError("y" * (_errors._SUMMARY_LIMIT - 3) + KEY), request)
+    assert isinstance(error, ModelConnectionError)
+    for text in (str(error), str(error.__cause__)):
+        assert "***" in text and not _pieces_of(KEY) & _pieces_of(text)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "ollama"])
+async def test_a_stream_sent_for_a_whole_answer_is_a_response_error(fake, provider):
+    """A server that ignores ``stream: false``: the SDKs hand back its text, an answer that breaks the protocol."""
+    model, suffix, params, _ = WIRES[provider]
+    fake.fault(stream_anyway=True)
+    error = await failure(ChatRequest(provider=provider, model=model, params=params, messages=USER,
+                                      endpoint=Endpoint(base_url=fake.url + suffix, api_key=KEY, max_retries=2)))
+    assert isinstance(error, ProviderResponseError) and len(fake.requests) == 1
+    assert provider in str(error)
+
+
+def _pieces_of(text: str, size: int = 8) -> set[str]:
+    """Every run of ``size`` characters: a key's piece that survived is one of its runs."""
+    return {text[i:i + size] for i in range(len(text) - size + 1)}
 
 
 async def run_stream(request: ChatRequest):
