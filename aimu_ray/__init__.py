@@ -9,19 +9,20 @@ from __future__ import annotations
 from typing import Iterable
 
 from . import aio
-from .models.errors import (ConnectionDroppedError, ContextOverflowError, MissingAPIKeyError, ModelBusyError,
-                            ModelConnectionError, ModelError, ModelLoadError, ModelRefusalError, ModelTimeoutError,
-                            ModelUnloadedError, ProviderError, ProviderResponseError, RateLimitError)
+from .models.errors import (ConnectionDroppedError, ContextOverflowError, LimitExceededError, MissingAPIKeyError,
+                            ModelBusyError, ModelConnectionError, ModelError, ModelLoadError, ModelRefusalError,
+                            ModelTimeoutError, ModelUnloadedError, ProviderError, ProviderResponseError, RateLimitError)
+from .models.limits import Limits, set_limits
 from .models.stream import StreamChunk, StreamingContentType
 from .models.tools import tool
 from .sync import AudioClient, ImageClient, TextClient, iterate, run, sync_twin
 
 __all__ = [
-    "ConnectionDroppedError", "ContextOverflowError", "MissingAPIKeyError", "ModelBusyError", "ModelConnectionError",
-    "ModelError", "ModelLoadError", "ModelRefusalError", "ModelTimeoutError", "ModelUnloadedError", "ProviderError",
-    "ProviderResponseError", "RateLimitError", "StreamChunk",
+    "ConnectionDroppedError", "ContextOverflowError", "LimitExceededError", "Limits", "MissingAPIKeyError",
+    "ModelBusyError", "ModelConnectionError", "ModelError", "ModelLoadError", "ModelRefusalError", "ModelTimeoutError",
+    "ModelUnloadedError", "ProviderError", "ProviderResponseError", "RateLimitError", "StreamChunk",
     "StreamingContentType", "AudioClient", "ImageClient", "TextClient", "aio", "audio_client", "chat", "client", "connect",
-    "generate_audio", "generate_image", "image_client", "init", "placements", "shutdown", "tool", "unload",
+    "generate_audio", "generate_image", "image_client", "init", "placements", "set_limits", "shutdown", "tool", "unload",
 ]
 
 _RUNTIME_NAMES = ("init", "shutdown")

@@ -12,9 +12,10 @@ from typing import Iterable
 from .client import AsyncTextClient
 from .fleet import placements, unload
 from .media_client import AsyncAudioClient, AsyncImageClient
+from .models.limits import set_limits
 
 __all__ = ["AsyncAudioClient", "AsyncImageClient", "AsyncTextClient", "audio_client", "chat", "client", "connect",
-           "generate_audio", "generate_image", "image_client", "placements", "unload"]
+           "generate_audio", "generate_image", "image_client", "placements", "set_limits", "unload"]
 
 
 def default_text_model() -> str:

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Iterable
 from .models.capabilities import passthrough_caps
 from .models.errors import MissingAPIKeyError
 from .models.generate_kwargs import prepare_params
+from .models.limits import current_limits
 from .models.load import ModelLoad, load_for
 from .models.messages import assistant_message, recorded_calls, stamp, strip_inert_keys, tool_specs
 from .models.messages import user_message as user_turn
@@ -193,11 +194,13 @@ class AsyncTextClient:
         phases = resolve_include(include)
         self._require_vision(images)
         advertised = self._advertised_tools(self.tools if tools is None else tools, use_tools)
+        turns = []                   # joined to the conversation once the request is built: a refused one adds nothing
         if user_message is not None:
             if not self.messages and self._system_message:
-                self.messages.append(stamp({"role": "system", "content": self._system_message}))
-            self.messages.append(stamp(user_turn(user_message, images)))
-        request = self._request(self.messages, generate_kwargs, thinking, advertised, stream)
+                turns.append(stamp({"role": "system", "content": self._system_message}))
+            turns.append(stamp(user_turn(user_message, images)))
+        request = self._request([*self.messages, *turns], generate_kwargs, thinking, advertised, stream)
+        self.messages.extend(turns)
         if stream:
             return self._stream(request, phases, record=True)
         return self._fold(await self._send(request), record=True)
@@ -234,8 +237,10 @@ class AsyncTextClient:
                             "and was dropped.")
         if self._keep_alive is not None:
             prepared.params["keep_alive"] = self._keep_alive
+        messages = strip_inert_keys(messages)
+        current_limits().check_chat(messages, tools, prepared.params)
         request = ChatRequest(provider=model.provider, model=model.model_id, endpoint=self.endpoint,
-                              messages=strip_inert_keys(messages), tools=tools, params=prepared.params,
+                              messages=messages, tools=tools, params=prepared.params,
                               parse_think_tags=model.caps.thinking, stream=stream)
         self.last_request = {"model": request.model, "messages": request.messages, "tools": request.tools,
                              **request.params}

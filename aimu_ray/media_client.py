@@ -12,6 +12,7 @@ import os
 from typing import Any, AsyncIterator
 
 from .client import default_backend
+from .models.limits import current_limits
 from .models.load import ModelLoad, load_for
 from .models.media import AudioProgress, AudioRequest, ImageProgress, ImageRequest
 from .models.model_string import parse_model_string
@@ -96,6 +97,7 @@ class AsyncImageClient(_AsyncMediaClient):
                                num_images=num_images, preview_every=preview_every,
                                reference_image=None if reference_image is None else image_bytes(reference_image),
                                options=kwargs, **calls)
+        current_limits().check_image(request)
 
         def encode(pixels):
             return encode_image(pixels, format, output_dir=output_dir, prompt=prompt)
@@ -122,6 +124,7 @@ class AsyncAudioClient(_AsyncMediaClient):
         request = AudioRequest(provider=self.provider, model=self.model_id, prompt=prompt, duration_s=duration_s,
                                num_inference_steps=num_inference_steps, num_audio=num_audio, seed=seed,
                                options=kwargs)
+        current_limits().check_audio(request)
 
         def encode(clip):
             return encode_audio(clip, format, output_dir=output_dir, prompt=prompt)

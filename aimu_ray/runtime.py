@@ -21,6 +21,8 @@ import psutil
 import ray
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, model_validator
 
+from .models.limits import Limits, set_limits
+
 logger = logging.getLogger("aimu_ray")
 
 # An embedded Ray is quiet: no dashboard, only Ray's errors. Worker output still reaches the driver
@@ -78,22 +80,26 @@ def ensure_ray(address: str | None = None, **ray_init_kwargs) -> None:
 
 
 def init(address: str | None = None, *, max_in_flight: Mapping[str, int] | None = None,
-         pool: PoolConfig | Mapping | None = None, **ray_init_kwargs) -> None:
+         pool: PoolConfig | Mapping | None = None, limits: Limits | Mapping | None = None,
+         **ray_init_kwargs) -> None:
     """Connect to Ray now, and set the pool every client on the cluster shares.
 
     ``max_in_flight={"anthropic": 50}`` caps the requests in flight to each named provider across the
     whole cluster (every process, every worker) to protect the account's quota; it replaces the limits
     in force, and ``{}`` lifts them. ``pool`` is a ``PoolConfig`` (or its fields as a dict). Other
     keyword arguments go to ``ray.init``. Both settings outlive this process: they belong to the cluster.
+    ``limits`` (a ``Limits`` or its fields) bounds what this process's requests may carry (``set_limits``).
     """
     if ray.is_initialized() and (address or ray_init_kwargs):
         logger.warning("Ray is already initialised in this process; address and ray.init arguments are ignored.")
-    limits = None if max_in_flight is None else _validated_limits(max_in_flight)
+    in_flight = None if max_in_flight is None else _validated_limits(max_in_flight)
     config = None if pool is None else PoolConfig.model_validate(pool)
+    if limits is not None:
+        set_limits(limits)
     ensure_ray(address, **ray_init_kwargs)
-    if limits is not None or config is not None:
+    if in_flight is not None or config is not None:
         from .actors.pool import configure_pool
-        configure_pool(config, limits)
+        configure_pool(config, in_flight)
 
 
 def shutdown() -> None:

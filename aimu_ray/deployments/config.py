@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator, model_validator
 
 from ..cluster.placement import PlacementOptions
+from ..models.limits import Limits
 from ..models.load import ModelLoad, Task, load_for
 from ..models.model_string import ResolvedModel, parse_model_string, resolve_model
 
@@ -130,6 +131,8 @@ class AppConfig(BaseModel):
                                                      "address the request came to")
     ingress: ReplicaOptions = Field(default_factory=ReplicaOptions)
     remote: ReplicaOptions = Field(default_factory=ReplicaOptions)
+    limits: Limits = Field(default_factory=Limits, description="what one request may carry or ask for (body size, "
+                                                               "messages, prompt characters, image pixels, ...)")
     models: list[ServedModel] = Field(min_length=1)
 
     @model_validator(mode="after")

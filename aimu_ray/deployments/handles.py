@@ -9,16 +9,17 @@ and weights.
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from contextlib import contextmanager
+from typing import AsyncIterator, Iterator
 
 from ray import serve
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
 from ..actors.calls import unwrapped
 from ..client import AsyncTextClient
 from ..media_client import AsyncAudioClient, AsyncImageClient
-from ..models.errors import ModelBusyError
+from ..models.errors import ModelBusyError, ModelConnectionError
 
 DEFAULT_APP = "aimu_ray"
 INGRESS = "ingress"
@@ -32,30 +33,34 @@ class ServeBackend:
         self._name = name
 
     async def call(self, request):
-        try:
+        with _typed(self._name):
             return await self._handle.run.remote(self._name, request)
-        except RayTaskError as failure:
-            raise unwrapped(failure) from None
-        except BackPressureError as failure:
-            raise _busy(self._name) from failure
 
     async def stream(self, request) -> AsyncIterator:
         """Items as the replica sends them; closing this early cancels the replica's work."""
         batches = self._handle.options(stream=True).stream.remote(self._name, request)
         try:
-            async for batch in batches:
-                for item in batch:
-                    yield item
-        except RayTaskError as failure:
-            raise unwrapped(failure) from None
-        except BackPressureError as failure:
-            raise _busy(self._name) from failure
+            with _typed(self._name):
+                async for batch in batches:
+                    for item in batch:
+                        yield item
         finally:
             batches.cancel()
 
 
-def _busy(name: str) -> ModelBusyError:
-    return ModelBusyError(f"Model {name!r} is at capacity (its replicas' queues are full); retry in a moment.")
+@contextmanager
+def _typed(name: str) -> Iterator[None]:
+    """Serve's and Ray's failures as the typed errors every backend raises (and the ingress maps to a status)."""
+    try:
+        yield
+    except RayTaskError as failure:
+        raise unwrapped(failure) from None
+    except BackPressureError as failure:
+        raise ModelBusyError(f"Model {name!r} is at capacity (its replicas' queues are full); retry in a "
+                             "moment.") from failure
+    except RayActorError as failure:      # died or unreachable under the request: it may have run, so it is not re-sent
+        raise ModelConnectionError(f"The replica serving {name!r} was lost while it ran this request. Send it "
+                                   "again in a moment: Serve replaces lost replicas.") from failure
 
 
 def served_client(model: str, backend: ServeBackend, task: str, *, system_message: str | None = None):

@@ -26,10 +26,12 @@ from starlette.exceptions import HTTPException as RoutingError     # the router'
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
+from ray.exceptions import TaskCancelledError
 
-from ..models.errors import (ContextOverflowError, MissingAPIKeyError, ModelBusyError, ModelConnectionError, ModelError,
-                             ModelLoadError,
-                             ModelRefusalError, ModelTimeoutError, ProviderError, RateLimitError)
+from ..models.errors import (ContextOverflowError, LimitExceededError, MissingAPIKeyError, ModelBusyError,
+                             ModelConnectionError, ModelError, ModelLoadError, ModelRefusalError, ModelTimeoutError,
+                             ProviderError, RateLimitError)
+from ..models.limits import current_limits, set_limits
 from ..models.stream import StreamingContentType
 from .config import AppConfig, ServedModel
 from .handles import INGRESS, ServeBackend, served_client
@@ -44,6 +46,7 @@ FILE_NAME = re.compile(r"^[A-Za-z0-9_-]{20,64}\.(png|wav)$")
 RETRY_AFTER_S = 1
 REMOTE = "remote"              # the one deployment of every remote-provider model
 UPSTREAM_REFUSALS = (400, 422)  # a provider refused the request itself (e.g. tools for a model without them)
+CLIENT_CLOSED = 499            # nginx's status for a request whose client went away; only metrics see it
 
 api = FastAPI(title="aimu_ray", version="1", description="OpenAI-compatible chat, images and audio over Ray Serve.")
 
@@ -58,6 +61,7 @@ class Ingress:
         self._files.mkdir(parents=True, exist_ok=True)
         self._handles = {model.name: deployments[_deployment_of(model)] for model in config.models}
         self._metrics = Metrics()
+        set_limits(config.limits)          # this replica's clients check the app's limits; BodyLimit reads them too
 
     # ----- for Python callers (``handles.connect``) -----
 
@@ -196,6 +200,10 @@ class Ingress:
                 _, payload, _ = error_payload(error)
                 logger.warning("stream for %s failed after it started: %s", model, payload["error"]["message"])
                 yield _sse(payload)
+            except BaseException as error:    # cancelled or closed: the client went away, which is no fault here
+                failure = error
+                logger.info("stream for %s ended early: its client went away or the request was cancelled", model)
+                raise
             finally:
                 await observed.__aexit__(type(failure) if failure else None, failure, None)
 
@@ -231,7 +239,7 @@ class Ingress:
         try:
             yield
         except BaseException as error:
-            status = error_payload(error)[0] if isinstance(error, Exception) else 499
+            status = error_payload(error)[0] if isinstance(error, Exception) else CLIENT_CLOSED
             self._metrics.errors.labels(model, route, type(error).__name__).inc()
             raise
         finally:
@@ -251,7 +259,7 @@ ROUTES = [       # verb, path, method, open (no key needed: probes, scrapers, <i
 ]
 ERRORS = {status: {"model": ErrorResponse, "description": why} for status, why in (
     (400, "invalid body or parameters, here or at the provider"), (401, "missing or wrong API key"),
-    (404, "no such model or route"),
+    (404, "no such model or route"), (413, "the body is over limits.max_body_bytes"),
     (429, "the provider is rate limiting (Retry-After)"), (502, "the provider failed"),
     (503, "model at capacity, not loaded, or unreachable (Retry-After)"), (504, "the provider timed out"))}
 
@@ -271,6 +279,53 @@ def _authorized(request: Request, keys: set[str]) -> bool:
 for _verb, _path, _method, _open in ROUTES:
     api.add_api_route(_path, getattr(Ingress, _method), methods=[_verb], responses=ERRORS,
                       dependencies=[] if _open else [Depends(require_key)])
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``limits.max_body_bytes`` is a 413 before FastAPI reads or parses it, known from
+    its Content-Length or counted as it streams in (chunked); a body within the limit is handed on whole."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limits = current_limits()
+        try:
+            limits.check_body(int(dict(scope["headers"]).get(b"content-length", 0)))
+            body = await _read_body(receive, limits)
+        except LimitExceededError as error:
+            status, payload, _ = error_payload(error)
+            return await JSONResponse(payload, status_code=status)(scope, receive, send)
+        if body is None:                                 # the client left before its body was in
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()                   # after the body: the disconnect, when it comes
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _read_body(receive, limits) -> bytes | None:
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        limits.check_body(size)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+api.add_middleware(BodyLimit)
 
 
 # ----- errors, for every route -----
@@ -309,6 +364,8 @@ def error_payload(error: BaseException) -> tuple[int, dict, int | None]:
     """(status, OpenAI-style body, Retry-After seconds or None) for an error a request ended in."""
     if isinstance(error, HTTPException):
         return error.status_code, error_response(str(error.detail), "invalid_request_error"), None
+    if isinstance(error, LimitExceededError):
+        return error.status_code, error_response(str(error), "invalid_request_error", code=error.limit), None
     if isinstance(error, ModelBusyError):
         return 503, error_response(str(error), "overloaded_error", code="overloaded"), RETRY_AFTER_S
     if isinstance(error, RateLimitError):
@@ -331,6 +388,8 @@ def error_payload(error: BaseException) -> tuple[int, dict, int | None]:
         return 400, error_response(str(error), "invalid_request_error"), None
     if isinstance(error, ModelError):                 # the model failed this request; its message is sanitised
         return 500, error_response(str(error), "model_error"), None
+    if isinstance(error, TaskCancelledError):   # Serve's receive() when the client of a stream left; body() logs it
+        return CLIENT_CLOSED, error_response("The client closed the request.", "client_closed_request"), None
     logger.exception("internal error", exc_info=error)
     return 500, error_response("Internal server error.", "server_error"), None
 

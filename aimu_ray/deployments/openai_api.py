@@ -150,8 +150,8 @@ SIZE = r"^(auto|[1-9][0-9]{1,3}x[1-9][0-9]{1,3})$"
 class ImageGenerationRequest(Body):
     model: str = Field(min_length=1)
     prompt: str = Field(min_length=1)
-    n: int = Field(1, ge=1, le=8)
-    size: str = Field("auto", pattern=SIZE)
+    n: int = Field(1, ge=1)                               # at most limits.max_images, checked by the client
+    size: str = Field("auto", pattern=SIZE)               # at most limits.max_image_pixels, likewise
     response_format: Literal["b64_json", "url"] = "b64_json"
     negative_prompt: str | None = None                    # extensions for diffusion models
     num_inference_steps: int | None = Field(None, ge=1, le=500)
@@ -171,10 +171,10 @@ class AudioGenerationRequest(Body):
 
     model: str = Field(min_length=1)
     prompt: str = Field(min_length=1)
-    duration_s: float | None = Field(None, gt=0, le=300)
+    duration_s: float | None = Field(None, gt=0)          # at most limits.max_audio_s, checked by the client
     num_inference_steps: int | None = Field(None, ge=1, le=1000)
     seed: int | None = Field(None, ge=0, lt=2**63)
-    n: int = Field(1, ge=1, le=4)
+    n: int = Field(1, ge=1)                               # at most limits.max_audio_clips, likewise
     response_format: Literal["wav", "b64_json", "url"] = "wav"
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ from typing import Any, AsyncIterator, Callable, ClassVar, Iterator
 import diffusers
 import numpy as np
 import torch
-from transformers import AutoProcessor, MusicgenForConditionalGeneration
+from transformers import AutoProcessor, MusicgenForConditionalGeneration, StoppingCriteria, StoppingCriteriaList
 
 from ..models.errors import ModelError
 from ..models.load import ModelLoad, Target
@@ -39,7 +39,7 @@ MUSICGEN_FRAME_RATE = 50                # codec frames (tokens) per second, for 
 _NAME_HINTS = {"musicgen": "musicgen", "audioldm2": "audioldm2", "stable-audio": "stable_audio"}
 _PIPELINE_CLASSES = {"AudioLDM2Pipeline": "audioldm2", "StableAudioPipeline": "stable_audio"}
 
-OnStep = Callable[[int], None]
+OnStep = Callable[[int | None], None]     # step k of N done, or None: a MusicGen token, with nothing to report
 
 
 class HFAudioEngine:
@@ -70,14 +70,16 @@ class HFAudioEngine:
         progress: asyncio.Queue[AudioProgress | None] = asyncio.Queue()
         abandoned = threading.Event()
 
-        def on_step(step: int) -> None:                # on the worker thread
+        def on_step(step: int | None) -> None:         # on the worker thread, after every step or token
             if abandoned.is_set():
                 raise _Abandoned                       # stop spending the device on a caller who has gone
-            report = AudioProgress(step=step, total_steps=steps, duration_s=duration_s)
-            loop.call_soon_threadsafe(progress.put_nowait, report)
+            if step is not None:
+                report = AudioProgress(step=step, total_steps=steps, duration_s=duration_s)
+                loop.call_soon_threadsafe(progress.put_nowait, report)
 
         def run() -> list[AudioClip]:
             try:
+                on_step(None)                          # a caller who left while this waited: nothing starts
                 return self._model.generate(request, duration_s, steps, on_step)
             except _Abandoned:
                 return []
@@ -148,8 +150,20 @@ class _MusicGen:
         inputs = self.processor(text=[request.prompt] * request.num_audio, padding=True, return_tensors="pt")
         seeded = _seeded_global_rng(request.seed, self.device) if request.seed is not None else nullcontext()
         with seeded:
-            audio = self.model.generate(**inputs.to(self.device), max_new_tokens=int(duration_s * self.frame_rate))
+            audio = self.model.generate(**inputs.to(self.device), max_new_tokens=int(duration_s * self.frame_rate),
+                                        stopping_criteria=StoppingCriteriaList([_EachToken(on_step)]))
         return [_clip(clip.float().cpu().numpy(), self.sample_rate) for clip in audio]
+
+
+class _EachToken(StoppingCriteria):
+    """MusicGen's turn after each token to stop a generation whose caller left (``on_step`` raises then)."""
+
+    def __init__(self, on_step: OnStep):
+        self.on_step = on_step
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        self.on_step(None)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 class _DiffusersAudio:

@@ -13,7 +13,8 @@ Everything else follows aimu: ``model_kwargs=None`` loads with ``dtype="auto"`` 
 ``device_map`` on a GPU) and an explicit dict replaces those defaults; the chat template gets the
 tools and ``enable_thinking`` (defaulting to whether the model thinks); ``<think>`` blocks are split,
 also when the prompt itself opened one; tool calls written as text are parsed (``_tool_formats``);
-a prompt longer than the model's context raises ``ContextOverflowError`` before any work.
+a prompt longer than the model's context raises ``ContextOverflowError`` before any work (one that a bound from
+the vocabulary shows too long, before it is even tokenized: ``longest_token_bytes``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, Aut
 from transformers.utils import cached_file
 
 from ..models.errors import ContextOverflowError
+from ..models.limits import fewest_tokens
 from ..models.load import ModelLoad, Target
 from ..models.messages import parse_arguments
 from ..models.thinking import THINK_OPEN
@@ -57,6 +59,9 @@ _FIXED_SETTINGS = {"num_return_sequences": 1, "stop_strings": None, "return_dict
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 # Knobs that only shape sampling: greedy decoding ignores them, and transformers warns about each one left set.
 _SAMPLING_ONLY = ("temperature", "top_p", "top_k", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
+# Tokenizer parts a prompt-length bound survives: normalizers that shrink text at most 4x, pre-tokenizers that keep it.
+_UNICODE_NORMALIZERS = frozenset({"NFC", "NFD", "NFKC", "NFKD", "Lowercase"})
+_KEEPING_PRE_TOKENIZERS = frozenset({"ByteLevel", "Metaspace", "Digits", "Split", "Punctuation", "UnicodeScripts"})
 
 
 class HFTextEngine:
@@ -72,6 +77,7 @@ class HFTextEngine:
         self._model = model_class.from_pretrained(load.model_id, **kwargs).eval()
         self._defaults = _generation_defaults(self._model.generation_config, self._tokenizer)
         self._context = _context_limit(self._model.config, load.options.get("context_tokens"))
+        self._longest_token = longest_token_bytes(self._tokenizer)
         self._batcher = DynamicBatcher(self._generate, load.options.get("max_batch_size") or DEFAULT_MAX_BATCH_SIZE,
                                        name=f"generate {self._label}",
                                        wait_s=load.options.get("batch_wait_timeout_s", DEFAULT_BATCH_WAIT_S))
@@ -124,13 +130,19 @@ class HFTextEngine:
         settings, template_kwargs = generation_settings(self._defaults, request.params)
         messages, images = hf_messages(request.messages, vision=self._processor is not None)
         text = self._render(messages, request.tools, {"enable_thinking": request.parse_think_tags, **template_kwargs})
+        fewest = fewest_tokens(text, self._longest_token) if self._longest_token else 0
+        if self._context and fewest > self._context:     # known without tokenizing: a huge prompt costs nothing
+            raise self._overflow(f"at least {fewest}")
         input_ids, extra = self._encode(text, images)
         if self._context and len(input_ids) > self._context:
-            raise ContextOverflowError(f"The prompt is {len(input_ids)} tokens but {self._label} takes at most "
-                                       f"{self._context}: shorten the conversation or start a new one.")
+            raise self._overflow(str(len(input_ids)))
         return _Prompt(input_ids=input_ids, extra=extra, opens_thinking=text.rstrip().endswith(THINK_OPEN),
                        settings=settings, max_new_tokens=self._budget(settings, len(input_ids)),
                        key=object() if extra else batch_key(settings))
+
+    def _overflow(self, tokens: str) -> ContextOverflowError:
+        return ContextOverflowError(f"The prompt is {tokens} tokens but {self._label} takes at most {self._context}: "
+                                    "shorten the conversation or start a new one.")
 
     def _budget(self, settings: GenerationConfig, prompt_tokens: int) -> int:
         """``max_new_tokens`` within what the context leaves: past it a model only produces noise, and a
@@ -184,6 +196,56 @@ def model_kwargs(explicit: dict[str, Any] | None, target: Target) -> dict[str, A
     if target.device == "cuda":
         kwargs.setdefault("device_map", target.device_map or "cuda")
     return kwargs
+
+
+def longest_token_bytes(tokenizer: Any) -> int | None:
+    """The most bytes of prompt text one token can stand for, read from the vocabulary once at load; None where no
+    such figure bounds the count (``fewest_tokens``), and prompts are only tokenized.
+
+    A byte-level vocabulary spells each byte as one character; other pieces are counted in UTF-8, which overcounts
+    SentencePiece's ▁ and <0x..> pieces (safe: a larger figure is a weaker bound). A Unicode normalizer may shrink
+    text up to 4x before it is split (NFKC: 𝐀 → A), so each one multiplies the figure. Tokenizers that can drop or
+    swallow text have no bound: whitespace splitting, stripping, fused unknowns, added tokens that eat spaces.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    added = tokenizer.added_tokens_decoder.values()
+    if backend is None or any(token.lstrip or token.rstrip for token in added):
+        return None
+    model = backend.model
+    if type(model).__name__ != "BPE" or (model.fuse_unk and not model.byte_fallback):
+        return None
+    shrink = 1
+    for part in _components(backend.normalizer, "normalizers"):
+        if part["type"] in _UNICODE_NORMALIZERS:
+            shrink *= 4
+        elif not (part["type"] == "Prepend" or part["type"] == "Replace" and _grows(part)):
+            return None
+    pre_tokenizers = _components(backend.pre_tokenizer, "pretokenizers")
+    if any(part["type"] not in _KEEPING_PRE_TOKENIZERS or part.get("behavior") == "Removed" for part in pre_tokenizers):
+        return None
+    byte_level = any(part["type"] == "ByteLevel" for part in pre_tokenizers)
+    sizes = [len(piece) if byte_level else len(piece.encode()) for piece in backend.get_vocab(with_added_tokens=False)]
+    return shrink * max(sizes + [len(token.content.encode()) for token in added])
+
+
+def _components(component: Any, key: str) -> list[dict]:
+    """A normalizer's or pre-tokenizer's parts as JSON dicts, a Sequence flattened."""
+    if component is None:
+        return []
+    parts, flat = [json.loads(component.__getstate__())], []
+    while parts:
+        part = parts.pop()
+        if part["type"] == "Sequence":
+            parts.extend(part.get(key) or [])
+        else:
+            flat.append(part)
+    return flat
+
+
+def _grows(replace: dict) -> bool:
+    """A Replace of a fixed string by one at least as long (SentencePiece's space → ▁) never shrinks text."""
+    pattern = replace["pattern"].get("String")
+    return pattern is not None and len(replace["content"].encode()) >= len(pattern.encode())
 
 
 def has_image_processor(model_id: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 import llama_cpp
 
 from ..models.errors import ContextOverflowError
+from ..models.limits import fewest_tokens
 from ..models.load import ModelLoad, Target
 from ..models.messages import openai_wire_messages
 from ..models.wire import ChatDelta, ChatRequest, ChatResult, Usage
@@ -35,6 +36,7 @@ class LlamaCppEngine:
 
     def __init__(self, load: ModelLoad, target: Target):
         self._llm = llama_cpp.Llama(**llama_kwargs(target, **load.options))
+        self._longest_token = longest_token_bytes(self._llm)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp")
         self._turn = asyncio.Lock()
 
@@ -69,7 +71,7 @@ class LlamaCppEngine:
     def _parts(self, request: ChatRequest, stream: bool) -> Iterator[dict]:
         """The reply's stream chunks, or the whole reply as one part. Runs on the worker thread."""
         messages = openai_wire_messages(request.messages)
-        _check_fits(self._llm, messages)
+        _check_fits(self._llm, messages, self._longest_token)
         if request.params.get("temperature") == 0:
             # Greedy answers must repeat. A prompt prefix cached by the previous request is not evaluated again,
             # so the rest runs in another batch shape whose kernels round differently, and a near-tie between
@@ -104,17 +106,34 @@ def llama_kwargs(target: Target, *, model_path: str | None = None, n_ctx: int = 
                 chat_handler=chat_handler, verbose=verbose, **(model_kwargs or {}))
 
 
-def _check_fits(llm: llama_cpp.Llama, messages: list[dict]) -> None:
-    """aimu's pre-flight: the messages' text, tokenized, against ``n_ctx()``.
+def longest_token_bytes(llm: llama_cpp.Llama) -> int | None:
+    """The most bytes of text one token stands for (its piece, special tokens spelled out), read once at load; None
+    for vocabularies that drop or normalize text (WordPiece, Unigram), whose prompts are only tokenized."""
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    if llama_cpp.llama_vocab_type(vocab) not in (llama_cpp.LLAMA_VOCAB_TYPE_SPM, llama_cpp.LLAMA_VOCAB_TYPE_BPE):
+        return None
+    # With no buffer llama.cpp answers minus the piece's length; lstrip 0 keeps SentencePiece's leading space.
+    return max(-llama_cpp.llama_token_to_piece(vocab, token, None, 0, 0, True)
+               for token in range(llama_cpp.llama_vocab_n_tokens(vocab)))
 
-    It leaves out the chat template's own tokens, so it never refuses a prompt that fits; llama.cpp's
+
+def _check_fits(llm: llama_cpp.Llama, messages: list[dict], longest_token: int | None) -> None:
+    """aimu's pre-flight: the messages' text against ``n_ctx()``; first by the bound (``fewest_tokens``: the prompt
+    holds every message's text, whatever the template adds), which refuses a huge one without tokenizing it.
+
+    The count leaves out the chat template's own tokens, so it never refuses a prompt that fits; llama.cpp's
     exact check (translated in ``_parts``) catches the few that the estimate lets through.
     """
-    text = "\n".join(f"{message.get('role', '')}: {_text_of(message.get('content'))}" for message in messages)
-    count, n_ctx = len(llm.tokenize(text.encode(), add_bos=True, special=True)), llm.n_ctx()
-    if count > n_ctx:
-        raise ContextOverflowError(f"The conversation is about {count} tokens but the model was loaded with "
-                                   f"n_ctx={n_ctx}. {_OVERFLOW_ADVICE}")
+    texts, n_ctx = [_text_of(message.get("content")) for message in messages], llm.n_ctx()
+    if longest_token and (fewest := fewest_tokens("".join(texts), longest_token)) > n_ctx:
+        count = f"at least {fewest}"
+    else:
+        text = "\n".join(f"{message.get('role', '')}: {part}" for message, part in zip(messages, texts))
+        if (tokens := len(llm.tokenize(text.encode(), add_bos=True, special=True))) <= n_ctx:
+            return
+        count = f"about {tokens}"
+    raise ContextOverflowError(f"The conversation is {count} tokens but the model was loaded with n_ctx={n_ctx}. "
+                               f"{_OVERFLOW_ADVICE}")
 
 
 def _text_of(content: Any) -> str:

@@ -98,6 +98,22 @@ class MissingAPIKeyError(ValueError):
     """A cloud provider was asked for without its key; raised before any network call."""
 
 
+class LimitExceededError(ValueError):
+    """A request is over one of the ``Limits`` (``aimu_ray.models.limits``); raised before anything is sent.
+
+    ``limit`` is the limit's name (``max_body_bytes``, ``max_messages``, …), the ``code`` of its OpenAI error;
+    ``status_code`` the HTTP status it answers with: 413 for a body too large, 400 for the rest.
+    """
+
+    def __init__(self, message: str, limit: str, status_code: int = 400):
+        super().__init__(message)
+        self.limit = limit
+        self.status_code = status_code
+
+    def __reduce__(self):
+        return (self.__class__, (str(self), self.limit, self.status_code))
+
+
 def redact(text: str, *secrets: str | None) -> str:
     """Replace every occurrence of each secret in ``text`` (provider messages may echo keys)."""
     for secret in secrets:

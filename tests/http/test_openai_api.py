@@ -31,6 +31,9 @@ pytest_plugins = ["tests.fixtures.pytest_fixtures", "tests.fixtures.image_fixtur
 KEY = "sk-test-serve-key-0123456789"
 PROVIDER_KEY = "sk-provider-secret-9876543210"
 GUARD_S = 60.0
+# Small enough to test each one with a small body; every other test of the module stays within them.
+LIMITS = {"max_body_bytes": 256 * 1024, "max_messages": 8, "max_prompt_chars": 50_000, "max_image_pixels": 128 * 128,
+          "max_images": 4, "max_audio_s": 1.0, "max_audio_clips": 2}
 
 
 
@@ -38,7 +41,8 @@ GUARD_S = 60.0
 def app(tiny_hf_dir, tiny_sd_dir, tiny_musicgen_dir, fake_server, tmp_path_factory):
     os.environ["AIMU_RAY_TEST_PROVIDER_KEY"] = PROVIDER_KEY       # reaches the remote replicas, never a response
     ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")
-    config = AppConfig(port=free_port(), output_dir=tmp_path_factory.mktemp("served"), api_keys=[KEY], models=[
+    config = AppConfig(port=free_port(), output_dir=tmp_path_factory.mktemp("served"), api_keys=[KEY], limits=LIMITS,
+                       models=[
         {"name": "tiny", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 8}},
         {"name": "busy", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 1},
          "max_ongoing_requests": 1, "max_queued_requests": 1},
@@ -267,6 +271,56 @@ def test_overload_is_503_with_retry_after(app):
     assert rejected.headers["retry-after"] == "1" and rejected.json()["error"]["code"] == "overloaded"
 
 
+# ----- limits: each one refused with its status, the limit named in the error's code -----
+
+def deep_tool(depth: int) -> dict:
+    schema: dict = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"x": schema}}
+    return {"type": "function", "function": {"name": "deep", "parameters": schema}}
+
+
+@pytest.mark.parametrize("path, body, limit", [
+    ("/v1/chat/completions", {"model": "tiny", "messages": USER * 9}, "max_messages"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x" * 50_001}]},
+     "max_prompt_chars"),
+    ("/v1/chat/completions", {"model": "gpt", "messages": USER, "tools": [deep_tool(400)]}, "max_json_depth"),
+    ("/v1/images/generations", {"model": "painter", "prompt": "a fox", "size": "256x256"}, "max_image_pixels"),
+    ("/v1/images/generations", {"model": "painter", "prompt": "a fox", "size": "9999x9999"}, "max_image_pixels"),
+    ("/v1/images/generations", {"model": "painter", "prompt": "a fox", "size": "64x64", "n": 5}, "max_images"),
+    ("/v1/audio/generations", {"model": "music", "prompt": "drums", "duration_s": 1.5}, "max_audio_s"),
+    ("/v1/audio/generations", {"model": "music", "prompt": "drums", "n": 3, "response_format": "b64_json"},
+     "max_audio_clips"),
+], ids=["messages", "prompt-chars", "tools-400-deep", "image-pixels", "image-9999", "images", "audio-seconds",
+        "audio-clips"])
+def test_a_request_over_a_limit_is_400_naming_the_limit(app, fake, path, body, limit):
+    sent = len(fake.requests)
+    answer = post(app, path, body)
+    assert answer.status_code == 400, answer.text[:300]
+    error = answer.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", limit) and limit in error["message"]
+    assert len(fake.requests) == sent                      # refused before anything reached a model
+
+
+def test_a_body_over_the_limit_is_413_by_its_length_or_as_it_streams_in(app):
+    big = b'{"model": "tiny", "messages": [{"role": "user", "content": "' + b"x" * (256 * 1024) + b'"}]}'
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    declared = httpx.post(f"{app}/v1/chat/completions", content=big, headers=headers, timeout=GUARD_S)
+    pieces = iter([big[start:start + 65536] for start in range(0, len(big), 65536)])
+    chunked = httpx.post(f"{app}/v1/chat/completions", content=pieces, headers=headers, timeout=GUARD_S)
+    assert "content-length" not in chunked.request.headers          # no length declared: counted as it arrived
+    for answer in (declared, chunked):
+        assert answer.status_code == 413, answer.text[:300]
+        assert answer.json()["error"]["code"] == "max_body_bytes"
+
+
+def test_a_prompt_sure_to_overflow_the_context_is_refused_before_tokenizing(app):
+    answer = post(app, "/v1/chat/completions", {"model": "tiny", "max_tokens": 4,
+                                                "messages": [{"role": "user", "content": "x " * 20_000}]})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "context_length_exceeded"
+    assert "at least" in answer.json()["error"]["message"]             # the bound, not a count: no tokenizer ran
+
+
 # ----- auth -----
 
 @pytest.mark.parametrize("key", [None, "wrong-key"])
@@ -362,3 +416,96 @@ async def test_another_serve_app_calls_the_served_model_through_handles(app):
     over_http = post(app, "/summarize", {}, key=None)
     assert over_http.status_code == 200 and isinstance(over_http.json()["summary"], str)
     serve.delete("summarizer")
+
+
+# ----- hardening: a key cut short, an answer in the wrong protocol, clients that leave, a replica lost -----
+
+def _log_paths() -> list[str]:
+    """This Ray session's Serve logs and worker stdout/stderr: what the replicas and workers print. (The logs
+    folder has no public accessor in Ray 2.60.)"""
+    logs = ray._private.worker._global_node.get_logs_dir_path()
+    serve_logs = os.path.join(logs, "serve")
+    return ([os.path.join(serve_logs, name) for name in os.listdir(serve_logs) if name.endswith(".log")]
+            + [os.path.join(logs, name) for name in os.listdir(logs)
+               if name.startswith("worker-") and name.endswith((".err", ".out"))])
+
+
+def _log_texts(since: dict[str, int] | None = None) -> dict[str, str]:
+    """Each log's text from the offset ``since`` gives it (its size at an earlier moment)."""
+    texts = {}
+    for path in _log_paths():
+        with open(path, "rb") as file:
+            file.seek((since or {}).get(path, 0))
+            texts[path] = file.read().decode(errors="replace")
+    return texts
+
+
+def test_a_key_that_ends_a_long_provider_error_is_in_no_answer_and_no_log(app, fake):
+    """The provider's message is cut to 300 characters; a key that straddles the cut must not keep its head."""
+    marker = "x" * 60                                  # finds the failure in the logs
+    fake.fault(status=500, message=marker + "y" * (300 - len(marker) - len(PROVIDER_KEY) + 1) + PROVIDER_KEY)
+    answer = post(app, "/v1/chat/completions", {"model": "gpt", "messages": USER})
+    assert answer.status_code == 502 and "***" in answer.text and not _holds_a_piece_of_the_key(answer.text)
+    deadline = time.monotonic() + GUARD_S
+    while not any(marker in text and "remote" in path for path, text in _log_texts().items()):
+        assert time.monotonic() < deadline, "the remote replica never logged the failed request"
+        time.sleep(0.2)
+    leaks = [path for path, text in _log_texts().items() if _holds_a_piece_of_the_key(text)]
+    assert not leaks
+
+
+def _holds_a_piece_of_the_key(text: str, size: int = 14) -> bool:
+    return any(PROVIDER_KEY[start:start + size] in text for start in range(len(PROVIDER_KEY) - size + 1))
+
+
+def test_a_provider_that_streams_to_a_request_for_a_whole_answer_is_502(app, fake):
+    fake.fault(stream_anyway=True)
+    answer = post(app, "/v1/chat/completions", {"model": "gpt", "messages": USER})
+    assert answer.status_code == 502, answer.text[:300]
+    error = answer.json()["error"]
+    assert error["type"] == "upstream_error" and "event stream" in error["message"]
+
+
+def test_clients_that_leave_streams_are_counted_499_and_leave_no_traceback(app, fake):
+    def left() -> float:
+        metrics = httpx.get(f"{app}/metrics", timeout=GUARD_S).text
+        line = 'aimu_ray_requests_total{model="gpt",route="chat",status="499"} '
+        return next((float(row.removeprefix(line)) for row in metrics.splitlines() if row.startswith(line)), 0.0)
+
+    before, offsets = left(), {path: os.path.getsize(path) for path in _log_paths()}
+    for _ in range(3):
+        fake.reply("word " * 200)
+        fake.fault(chunk_delay_s=0.05)
+        with httpx.stream("POST", f"{app}/v1/chat/completions", timeout=GUARD_S,
+                          json={"model": "gpt", "messages": USER, "stream": True},
+                          headers={"Authorization": f"Bearer {KEY}"}) as answer:
+            lines = answer.iter_lines()
+            for _ in range(3):
+                next(lines)
+    deadline = time.monotonic() + GUARD_S
+    while left() < before + 3:
+        assert time.monotonic() < deadline, "the ingress never finished the streams its clients left"
+        time.sleep(0.2)
+    printed = "".join(_log_texts(offsets).values())
+    assert "Traceback" not in printed and "internal error" not in printed
+
+
+async def test_a_replica_lost_mid_request_is_503_with_retry_after(app, fake):
+    url, body = f"{app}/v1/chat/completions", {"model": "gpt", "messages": USER}
+    fake.fault(delay_s=GUARD_S)                       # the provider holds the request while its replica dies
+    sent = len(fake.requests)
+    async with httpx.AsyncClient(timeout=GUARD_S, headers={"Authorization": f"Bearer {KEY}"}) as http:
+        pending = asyncio.create_task(http.post(url, json=body))
+        while len(fake.requests) == sent:
+            await asyncio.sleep(0.05)
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if actor["namespace"] == "serve" and actor["name"].startswith("SERVE_REPLICA::aimu_ray#remote#"):
+                ray.kill(ray.get_actor(actor["name"], namespace="serve"))
+        answer = await pending
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1", answer.text[:300]
+        error = answer.json()["error"]
+        assert error["type"] == "model_unavailable_error" and "lost" in error["message"]
+        deadline = time.monotonic() + GUARD_S       # Serve replaces the replica: the model answers again
+        while (await http.post(url, json=body)).status_code != 200:
+            assert time.monotonic() < deadline, "Serve did not replace the lost replica"
+            await asyncio.sleep(0.5)

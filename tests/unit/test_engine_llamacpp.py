@@ -184,6 +184,7 @@ def _chunk(delta: dict, finish_reason: str | None = None) -> dict:
 def scripted(monkeypatch):
     """An engine over ``ScriptedLlama``, answering with ``message``."""
     monkeypatch.setattr(llamacpp.llama_cpp, "Llama", ScriptedLlama)
+    monkeypatch.setattr(llamacpp, "longest_token_bytes", lambda llm: None)     # a stand-in has no vocabulary
 
     def build(message: dict, finish_reason: str = "stop") -> LlamaCppEngine:
         monkeypatch.setattr(ScriptedLlama, "message", message)
