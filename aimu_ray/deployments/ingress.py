@@ -283,7 +283,12 @@ for _verb, _path, _method, _open in ROUTES:
 
 class BodyLimit:
     """ASGI middleware: a body over ``limits.max_body_bytes`` is a 413 before FastAPI reads or parses it, known from
-    its Content-Length or counted as it streams in (chunked); a body within the limit is handed on whole."""
+    its Content-Length or counted as it streams in (chunked); a body within the limit is handed on whole.
+
+    Every ``receive`` of a request passes here, so this is also where Serve's way of saying that a client left (its
+    ``receive()`` raises ``TaskCancelledError``, a race in its proxy) becomes ASGI's: an ``http.disconnect`` message.
+    Raised, it escaped a stream's disconnect listener as an error, which Starlette re-raises after any handler.
+    """
 
     def __init__(self, app) -> None:
         self.app = app
@@ -305,7 +310,7 @@ class BodyLimit:
         async def replay():
             nonlocal replayed
             if replayed:
-                return await receive()                   # after the body: the disconnect, when it comes
+                return await _received(receive)          # after the body: the disconnect, when it comes
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
@@ -315,7 +320,7 @@ class BodyLimit:
 async def _read_body(receive, limits) -> bytes | None:
     chunks, size, more = [], 0, True
     while more:
-        message = await receive()
+        message = await _received(receive)
         if message["type"] != "http.request":
             return None
         chunks.append(message.get("body", b""))
@@ -323,6 +328,13 @@ async def _read_body(receive, limits) -> bytes | None:
         limits.check_body(size)
         more = message.get("more_body", False)
     return b"".join(chunks)
+
+
+async def _received(receive) -> dict:
+    try:
+        return await receive()
+    except TaskCancelledError:
+        return {"type": "http.disconnect"}
 
 
 api.add_middleware(BodyLimit)
@@ -388,8 +400,6 @@ def error_payload(error: BaseException) -> tuple[int, dict, int | None]:
         return 400, error_response(str(error), "invalid_request_error"), None
     if isinstance(error, ModelError):                 # the model failed this request; its message is sanitised
         return 500, error_response(str(error), "model_error"), None
-    if isinstance(error, TaskCancelledError):   # Serve's receive() when the client of a stream left; body() logs it
-        return CLIENT_CLOSED, error_response("The client closed the request.", "client_closed_request"), None
     logger.exception("internal error", exc_info=error)
     return 500, error_response("Internal server error.", "server_error"), None
 

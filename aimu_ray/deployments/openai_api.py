@@ -154,7 +154,7 @@ class ImageGenerationRequest(Body):
     size: str = Field("auto", pattern=SIZE)               # at most limits.max_image_pixels, likewise
     response_format: Literal["b64_json", "url"] = "b64_json"
     negative_prompt: str | None = None                    # extensions for diffusion models
-    num_inference_steps: int | None = Field(None, ge=1, le=500)
+    num_inference_steps: int | None = Field(None, ge=1)   # at most limits.max_inference_steps
     guidance_scale: float | None = Field(None, ge=0, le=50)
     seed: int | None = Field(None, ge=0, lt=2**63)
     user: str | None = None
@@ -172,7 +172,7 @@ class AudioGenerationRequest(Body):
     model: str = Field(min_length=1)
     prompt: str = Field(min_length=1)
     duration_s: float | None = Field(None, gt=0)          # at most limits.max_audio_s, checked by the client
-    num_inference_steps: int | None = Field(None, ge=1, le=1000)
+    num_inference_steps: int | None = Field(None, ge=1)   # at most limits.max_inference_steps
     seed: int | None = Field(None, ge=0, lt=2**63)
     n: int = Field(1, ge=1)                               # at most limits.max_audio_clips, likewise
     response_format: Literal["wav", "b64_json", "url"] = "wav"

@@ -49,6 +49,9 @@ class Limits(BaseModel):
         "two minutes, four times MusicGen's 30 s training clips; generation grows with the duration (MusicGen: "
         "50 codec steps a second)"))
     max_audio_clips: PositiveInt = Field(4, description="clips per request: each one is a whole generation")
+    max_inference_steps: PositiveInt = Field(200, description=(
+        "denoising steps of an image or audio request: SDXL and FLUX use 25-50, AudioLDM2 200 by default; each "
+        "step is a full pass of the model, so pixels times steps bound how long a request queued behind holds"))
 
     def check_body(self, size: int) -> None:
         """A request body of ``size`` bytes (its Content-Length, or what has arrived so far)."""
@@ -71,12 +74,18 @@ class Limits(BaseModel):
             self._check("max_image_pixels", width * height, f"The pixels of a {width}x{height} image")
         if request.reference_image is not None:
             self._check("max_image_pixels", _pixels(request.reference_image), "The pixels of the reference image")
+        self._check_steps(request.num_inference_steps)
 
     def check_audio(self, request: AudioRequest) -> None:
         self._check("max_audio_clips", request.num_audio, "The number of clips asked for")
         self._check("max_prompt_chars", len(request.prompt), "The characters of the prompt")
         if request.duration_s is not None:
             self._check("max_audio_s", request.duration_s, "The clip duration in seconds")
+        self._check_steps(request.num_inference_steps)
+
+    def _check_steps(self, steps: int | None) -> None:
+        if steps is not None:
+            self._check("max_inference_steps", steps, "The denoising steps asked for")
 
     def _check(self, name: str, value: float, what: str, status: int = 400) -> None:
         limit = getattr(self, name)

@@ -1,7 +1,8 @@
 """The ingress's SSE code without Serve: a client that leaves a stream is one info line, never a traceback.
 
 Over HTTP (``tests/http``) the same disconnect reaches the ingress as Serve's ``TaskCancelledError`` from
-``receive()`` or as the cancellation of the response; both are driven here directly.
+``receive()`` (turned into ASGI's ``http.disconnect`` by ``BodyLimit``) or as the cancellation of the response;
+both are driven here directly.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import pytest
 from ray.exceptions import TaskCancelledError
 
-from aimu_ray.deployments.ingress import CLIENT_CLOSED, Ingress, error_payload
+from aimu_ray.deployments.ingress import CLIENT_CLOSED, BodyLimit, Ingress
 from aimu_ray.deployments.metrics import Metrics
 
 
@@ -40,8 +41,21 @@ async def test_a_client_that_leaves_a_stream_is_one_info_line_and_a_499(caplog):
         ingress._metrics.render().decode()
 
 
-def test_serves_cancelled_receive_is_a_silent_499(caplog):
-    caplog.set_level(logging.DEBUG, logger="aimu_ray")
-    status, payload, retry_after = error_payload(TaskCancelledError())
-    assert (status, retry_after, payload["error"]["type"]) == (CLIENT_CLOSED, None, "client_closed_request")
-    assert not caplog.records
+async def test_serves_cancelled_receive_reaches_the_app_as_a_disconnect():
+    """Serve's receive() raises TaskCancelledError when a client has left: the app sees ASGI's http.disconnect."""
+    received = []
+
+    async def app(scope, receive, send):
+        received.append(await receive())             # the body
+        received.append(await receive())             # then the client leaves
+
+    messages = iter([{"type": "http.request", "body": b"{}", "more_body": False}, TaskCancelledError()])
+
+    async def serve_receive():
+        message = next(messages)
+        if isinstance(message, BaseException):
+            raise message
+        return message
+
+    await BodyLimit(app)({"type": "http", "headers": []}, serve_receive, None)
+    assert received == [{"type": "http.request", "body": b"{}", "more_body": False}, {"type": "http.disconnect"}]

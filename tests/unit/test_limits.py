@@ -29,7 +29,7 @@ pytest_plugins = ["tests.fixtures.pytest_fixtures"]
 
 REMOTE = "openai-compat:m@http://127.0.0.1:9/v1;tools,vision"
 SMALL = Limits(max_body_bytes=1000, max_messages=3, max_prompt_chars=100, max_json_depth=8, max_image_pixels=64 * 64,
-               max_images=2, max_audio_s=5, max_audio_clips=2)
+               max_images=2, max_audio_s=5, max_audio_clips=2, max_inference_steps=10)
 
 
 class Unreachable:
@@ -82,8 +82,8 @@ def test_defaults_and_every_field_says_why():
     limits = Limits()
     assert (limits.max_body_bytes, limits.max_messages, limits.max_prompt_chars, limits.max_json_depth) == (
         32 * 1024 * 1024, 1024, 4_000_000, 64)
-    assert (limits.max_image_pixels, limits.max_images, limits.max_audio_s, limits.max_audio_clips) == (
-        2048 * 2048, 8, 120.0, 4)
+    assert (limits.max_image_pixels, limits.max_images, limits.max_audio_s, limits.max_audio_clips,
+            limits.max_inference_steps) == (2048 * 2048, 8, 120.0, 4, 200)
     assert all(field.description for field in Limits.model_fields.values())
 
 
@@ -170,7 +170,8 @@ class Recorder:
     ({"width": 65}, "max_image_pixels"),                   # a side alone is a square
     ({"reference_image": png(80, 60)}, "max_image_pixels"),
     ({"negative_prompt": "n" * 100}, "max_prompt_chars"),
-], ids=["images", "pixels", "one-side", "reference-image", "negative-prompt"])
+    ({"num_inference_steps": 11}, "max_inference_steps"),
+], ids=["images", "pixels", "one-side", "reference-image", "negative-prompt", "steps"])
 async def test_image_requests_over_a_limit_are_refused(kwargs, limit):
     with refused(limit):
         await AsyncImageClient.served("hf:tiny", Unreachable()).generate("a fox", **kwargs)
@@ -179,7 +180,8 @@ async def test_image_requests_over_a_limit_are_refused(kwargs, limit):
 @pytest.mark.parametrize("kwargs, limit", [
     ({"num_audio": 3}, "max_audio_clips"),
     ({"duration_s": 5.5}, "max_audio_s"),
-], ids=["clips", "duration"])
+    ({"num_inference_steps": 11}, "max_inference_steps"),
+], ids=["clips", "duration", "steps"])
 async def test_audio_requests_over_a_limit_are_refused(kwargs, limit):
     with refused(limit):
         await AsyncAudioClient.served("hf:tiny", Unreachable()).generate("drums", **kwargs)
