@@ -78,7 +78,7 @@ class Ingress:
 
     async def metrics(self) -> Response:
         rows = await _registry_rows()
-        self._metrics.set_memory(rows, {model.deployment_name: model.name for model in self._config.models})
+        self._metrics.set_memory(rows)
         return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def list_models(self) -> dict:

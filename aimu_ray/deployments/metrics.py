@@ -35,12 +35,12 @@ class Metrics:
             self.tokens.labels(model, "prompt").inc(usage.get("input_tokens", 0))
             self.tokens.labels(model, "completion").inc(usage.get("output_tokens", 0))
 
-    def set_memory(self, rows: list[dict], name_of: dict[str, str]) -> None:
-        """Sum the registry's rows per model (a deployment's rows under its public name)."""
+    def set_memory(self, rows: list[dict]) -> None:
+        """Sum the registry's rows per model (a replica's rows under the name its app serves it as)."""
         reserved: dict[str, int] = {}
         used: dict[str, int] = {}
         for row in rows:
-            model = name_of.get(row.get("deployment") or "", row["model"])
+            model = row.get("name") or row["model"]
             reserved[model] = reserved.get(model, 0) + (row["reserved_bytes"] if row["device"] == "cuda" else 0)
             used[model] = used.get(model, 0) + (row.get("used_vram_bytes") or 0)
         self.vram_reserved.clear()

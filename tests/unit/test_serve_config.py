@@ -125,10 +125,12 @@ def test_serve_statuses_become_model_states(deployment, state):
 
 def test_vram_gauges_sum_a_deployments_replicas_under_its_public_name():
     metrics = Metrics()
-    rows = [{"model": "hf:q", "deployment": "model-q", "device": "cuda", "reserved_bytes": 10, "used_vram_bytes": 7},
-            {"model": "hf:q", "deployment": "model-q", "device": "cuda", "reserved_bytes": 10, "used_vram_bytes": 8},
+    rows = [{"model": "hf:q", "deployment": "model-q", "name": "q", "device": "cuda", "reserved_bytes": 10,
+             "used_vram_bytes": 7},
+            {"model": "hf:q", "deployment": "model-q", "name": "q", "device": "cuda", "reserved_bytes": 10,
+             "used_vram_bytes": 8},
             {"model": "hf:other", "device": "cpu", "reserved_bytes": 99, "used_vram_bytes": None}]
-    metrics.set_memory(rows, {"model-q": "q"})
+    metrics.set_memory(rows)
     text = metrics.render().decode()
     assert 'aimu_ray_vram_reserved_bytes{model="q"} 20.0' in text
     assert 'aimu_ray_vram_used_bytes{model="q"} 15.0' in text
