@@ -15,7 +15,7 @@ from .models.errors import (ConnectionDroppedError, ContextOverflowError, LimitE
 from .models.limits import Limits, set_limits
 from .models.stream import StreamChunk, StreamingContentType
 from .models.tools import tool
-from .sync import AudioClient, ImageClient, TextClient, iterate, run, sync_twin
+from .clients.sync import AudioClient, ImageClient, TextClient, iterate, run, sync_twin
 
 __all__ = [
     "ConnectionDroppedError", "ContextOverflowError", "LimitExceededError", "Limits", "MissingAPIKeyError",
@@ -83,6 +83,6 @@ def unload(model: str | None = None, *, grace_s: float = 30.0) -> list[str]:
 
 def __getattr__(name: str):
     if name in _RUNTIME_NAMES:          # ray is imported only when the runtime is asked for
-        from . import runtime
+        from .clients import runtime
         return getattr(runtime, name)
     raise AttributeError(f"module 'aimu_ray' has no attribute {name!r}")

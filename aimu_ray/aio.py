@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from .client import AsyncTextClient
-from .fleet import placements, unload
-from .media_client import AsyncAudioClient, AsyncImageClient
+from .clients.text import AsyncTextClient
+from .clients.loaded_models import placements, unload
+from .clients.media import AsyncAudioClient, AsyncImageClient
 from .models.limits import set_limits
 
 __all__ = ["AsyncAudioClient", "AsyncImageClient", "AsyncTextClient", "audio_client", "chat", "client", "connect",
@@ -65,6 +65,6 @@ async def connect(name: str, *, app: str = "aimu_ray", system: str | None = None
     From any Ray app, actor or job on the cluster; the same contract as ``client()`` (text) or
     ``image_client()`` / ``audio_client()`` (media), with the server's endpoint, keys and weights.
     """
-    from .deployments.handles import connect as connect_handles   # ray.serve is imported only here
+    from .clients.served import connect as connect_handles   # ray.serve is imported only here
 
     return await connect_handles(name, app=app, system_message=system)

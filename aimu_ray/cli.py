@@ -278,7 +278,8 @@ def _unload(args) -> int:
 def _connect(args, join_served: bool = True) -> None:
     """The Ray of --address or RAY_ADDRESS; else that of a running `aimu-ray serve` (said on stderr); else what
     ``ray.init`` finds (a `ray start` cluster on this machine) or an embedded one."""
-    from .runtime import ensure_ray, served_ray
+    from .cluster.connection import ensure_ray
+    from .cluster.served_ray import served_ray
 
     address = args.address
     if join_served and not _address_given(args) and (served := served_ray()) is not None:
@@ -294,7 +295,7 @@ def _address_given(args) -> bool:
 
 def _recorded(args, address: str, app: str, url: str):
     """A server on a Ray nobody named records it, so the other commands find that Ray (``ray.init`` cannot)."""
-    from .runtime import recording_served_ray
+    from .cluster.served_ray import recording_served_ray
 
     return contextlib.nullcontext() if _address_given(args) else recording_served_ray(address, app, url)
 

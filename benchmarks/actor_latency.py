@@ -29,8 +29,8 @@ WARM_UP = 30
 async def measure(folder: Path) -> dict[str, list[float]]:
     import ray
 
-    from aimu_ray.actors.model_backend import model_backend
-    from aimu_ray.engines.hf_text import HFTextEngine
+    from aimu_ray.backends.model import model_backend
+    from aimu_ray.engines.local.hf_text import HFTextEngine
     from aimu_ray.models.load import Target, load_for
     from aimu_ray.models.wire import ChatRequest
 

@@ -68,7 +68,7 @@ async def first_chunk(folder: Path) -> float:
 
 async def measure(folder: Path) -> dict[str, list[float]]:
     from aimu_ray import aio
-    from aimu_ray.actors.model_backend import reset_model_backends
+    from aimu_ray.backends.model import reset_model_backends
 
     times: dict[str, list[float]] = {"aimu_ray cold": [], "by name": [], "same process": []}
     for _ in range(REPS):

@@ -68,7 +68,7 @@ def aimu_ray_side(folder: Path):
 
 def engine_side(folder: Path, params: dict):
     """HFTextEngine called directly with the request the aimu_ray client sends."""
-    from aimu_ray.engines.hf_text import HFTextEngine
+    from aimu_ray.engines.local.hf_text import HFTextEngine
     from aimu_ray.models.load import Target, load_for
     from aimu_ray.models.wire import ChatRequest
 
@@ -85,7 +85,7 @@ def engine_side(folder: Path, params: dict):
 
 async def actor_stats(folder: Path) -> dict:
     from aimu_ray import aio
-    from aimu_ray.actors.model_backend import model_backend
+    from aimu_ray.backends.model import model_backend
 
     actor = await model_backend(aio.client(f"hf:{folder}")._load).actor()
     return (await actor.info.remote())["engine"]

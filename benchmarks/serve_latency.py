@@ -243,7 +243,7 @@ async def measure(args, url: str, app: str, litellm: tuple[str | None, str]) -> 
     from ray import serve
 
     from aimu_ray.deployments import connect
-    from aimu_ray.deployments.handles import served_client
+    from aimu_ray.clients.served import served_client
 
     direct = openai.OpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0)
     http = openai.OpenAI(base_url=f"{app}/v1", api_key="none", max_retries=0, timeout=120)

@@ -64,7 +64,7 @@ async def run_batch(model: str, input_path, output_path, *, task: str = "text", 
 
 def run_batch_sync(model: str, input_path, output_path, **options) -> BatchSummary:
     """``run_batch`` for a command line. SIGINT and SIGTERM stop it cleanly with ``BatchInterrupted``."""
-    from ..runtime import ensure_ray
+    from ..cluster.connection import ensure_ray
     ensure_ray()    # connect first: ray.init installs a SIGTERM handler (sys.exit) that would replace ours
     try:
         return asyncio.run(_cancelled_by_sigterm(run_batch(model, input_path, output_path, **options)))

@@ -23,6 +23,7 @@ from typing import Any, Callable, Literal, Mapping, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..models.load import PlacementOptions
 from .inventory import GPU, Inventory, Node
 from .need import ModelNeed
 
@@ -42,52 +43,6 @@ def gib(nbytes: float) -> str:
 
 class PlacementError(ValueError):
     """No placement fits; the message says what would (more GPUs, a smaller dtype, offload, CPU)."""
-
-
-class PlacementOptions(BaseModel):
-    """What the user pinned; anything left None is the policy's to choose.
-
-    Precedence follows aimu: a ``device_map`` wins over ``device`` (aimu ignores the device then).
-    ``measured_bytes`` is what a loaded actor reported using; it replaces the estimate.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    device: str | None = Field(default=None, pattern=r"^(cpu|cuda(:\d+)?)$")
-    device_map: str | dict[str, Any] | None = None
-    num_gpus: float | None = Field(default=None, gt=0)
-    node_id: str | None = None
-    gpu_index: int | None = Field(default=None, ge=0)
-    force: bool = False
-    measured_bytes: int | None = Field(default=None, ge=0)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> PlacementOptions:
-        if self.num_gpus is not None and self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
-            raise ValueError(f"num_gpus={self.num_gpus}: above 1 Ray grants whole GPUs only")
-        device_index = self._device_index()
-        if device_index is not None and self.gpu_index is not None and device_index != self.gpu_index:
-            raise ValueError(f"device={self.device!r} and gpu_index={self.gpu_index} name different GPUs")
-        if self.wants_cpu and (self.gpu_index is not None or self.num_gpus is not None):
-            raise ValueError("device='cpu' cannot go with gpu_index or num_gpus")
-        return self
-
-    def _device_index(self) -> int | None:
-        match = re.fullmatch(r"cuda:(\d+)", self.device or "") if self.device_map is None else None
-        return int(match.group(1)) if match else None
-
-    @property
-    def wants_cpu(self) -> bool:
-        return (self.device_map if self.device_map is not None else self.device) == "cpu"
-
-    @property
-    def wants_gpu(self) -> bool:
-        return self.device_map is None and (self.device or "").startswith("cuda")
-
-    @property
-    def gpu_constraint(self) -> int | None:
-        """The one GPU index the user pinned, through ``gpu_index`` or ``device="cuda:N"``."""
-        return self.gpu_index if self.gpu_index is not None else self._device_index()
 
 
 class Placement(BaseModel):

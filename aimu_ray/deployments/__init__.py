@@ -5,6 +5,6 @@ Serve's import path is ``aimu_ray.deployments:build_app`` (args: ``{config: path
 
 from .app import build_app, run
 from .config import AppConfig, ServedModel, load_config
-from .handles import connect
+from ..clients.served import connect
 
 __all__ = ["AppConfig", "ServedModel", "build_app", "connect", "load_config", "run"]

@@ -20,14 +20,14 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.context import _get_global_client
 
-from ..actors.registry import get_registry
+from ..hosts.registry import get_registry
 from ..cluster.inventory import current_inventory_override
 from ..cluster.model_size import need_for
 from ..cluster.need import ModelNeed
 from ..cluster.placement import Placement
 from ..cluster.survey import live_node_ids
 from ..models.load import ModelLoad
-from ..runtime import ensure_ray
+from ..cluster.connection import ensure_ray
 from .config import AppConfig, ServedModel, load_config
 from .ingress import REMOTE, IngressDeployment
 from .model_server import ModelServer

@@ -32,9 +32,11 @@ from ..models.errors import (ContextOverflowError, LimitExceededError, MissingAP
                              ModelConnectionError, ModelError, ModelLoadError, ModelRefusalError, ModelTimeoutError,
                              ProviderError, RateLimitError)
 from ..models.limits import current_limits, set_limits
+from ..models.placements import ModelPlacement
 from ..models.stream import StreamingContentType
 from .config import AppConfig, ServedModel
-from .handles import INGRESS, ServeBackend, served_client
+from ..backends.serve import INGRESS, ServeBackend
+from ..clients.served import served_client
 from .metrics import Metrics
 from .status import model_state, serve_apps
 from .openai_api import (AudioGenerationRequest, ChatCompletionRequest, ErrorResponse, ImageGenerationRequest,
@@ -46,6 +48,8 @@ FILE_NAME = re.compile(r"^[A-Za-z0-9_-]{20,64}\.(png|wav)$")
 RETRY_AFTER_S = 1
 REMOTE = "remote"              # the one deployment of every remote-provider model
 UPSTREAM_REFUSALS = (400, 422)  # a provider refused the request itself (e.g. tools for a model without them)
+CARD_PLACEMENT = {"node_id", "device", "gpu_ids", "num_gpus", "reserved_bytes", "used_vram_bytes", "used_ram_bytes",
+                  "reason"}                # what a model card shows of each replica
 CLIENT_CLOSED = 499            # nginx's status for a request whose client went away; only metrics see it
 
 api = FastAPI(title="aimu_ray", version="1", description="OpenAI-compatible chat, images and audio over Ray Serve.")
@@ -158,7 +162,7 @@ class Ingress:
         base = self._config.public_url or str(request.base_url)
         return f"{base.rstrip('/')}/v1/files/{name}"
 
-    async def _model_card(self, model: ServedModel, status: dict, rows: list[dict]) -> dict:
+    async def _model_card(self, model: ServedModel, status: dict, rows: list[ModelPlacement]) -> dict:
         deployment = _deployment_of(model)
         state, error = model_state(status.get(deployment))
         if state == "ready":
@@ -167,9 +171,7 @@ class Ingress:
                 state, error = answer["state"], answer.get("error")
             except Exception as failure:
                 state, error = "failed", type(failure).__name__
-        placement = [{key: row.get(key) for key in ("node_id", "device", "gpu_ids", "num_gpus", "reserved_bytes",
-                                                    "used_vram_bytes", "used_ram_bytes", "reason")}
-                     for row in rows if row.get("deployment") == deployment]
+        placement = [row.model_dump(include=CARD_PLACEMENT) for row in rows if row.deployment == deployment]
         card = {"id": model.name, "object": "model", "created": 0, "owned_by": "aimu_ray", "modality": model.task,
                 "state": state, "placement": placement}
         if error:
@@ -423,8 +425,8 @@ def _sse(event: dict) -> str:
     return f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
 
 
-async def _registry_rows() -> list[dict]:
-    from ..actors.registry import get_registry
+async def _registry_rows() -> list[ModelPlacement]:
+    from ..hosts.registry import get_registry
 
     try:
         return await get_registry().placements.remote()

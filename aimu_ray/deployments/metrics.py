@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from ..models.placements import ModelPlacement
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -35,14 +37,14 @@ class Metrics:
             self.tokens.labels(model, "prompt").inc(usage.get("input_tokens", 0))
             self.tokens.labels(model, "completion").inc(usage.get("output_tokens", 0))
 
-    def set_memory(self, rows: list[dict]) -> None:
+    def set_memory(self, rows: list[ModelPlacement]) -> None:
         """Sum the registry's rows per model (a replica's rows under the name its app serves it as)."""
         reserved: dict[str, int] = {}
         used: dict[str, int] = {}
         for row in rows:
-            model = row.get("name") or row["model"]
-            reserved[model] = reserved.get(model, 0) + (row["reserved_bytes"] if row["device"] == "cuda" else 0)
-            used[model] = used.get(model, 0) + (row.get("used_vram_bytes") or 0)
+            model = row.name or row.model
+            reserved[model] = reserved.get(model, 0) + (row.reserved_bytes if row.device == "cuda" else 0)
+            used[model] = used.get(model, 0) + (row.used_vram_bytes or 0)
         self.vram_reserved.clear()
         self.vram_used.clear()
         for model in reserved:

@@ -16,7 +16,7 @@ from typing import AsyncIterator
 import ray
 from ray import serve
 
-from ..actors.hosting import HostedModel
+from ..hosts.model import HostedModel
 from ..cluster.need import ModelNeed
 from ..cluster.placement import Placement
 from ..models.load import ModelLoad, Target
@@ -69,7 +69,7 @@ class ModelServer:
 
     @staticmethod
     def _registry(method: str, *args) -> None:
-        from ..actors.registry import get_registry
+        from ..hosts.registry import get_registry
 
         try:
             getattr(get_registry(), method).remote(*args)

@@ -14,13 +14,13 @@ from typing import AsyncIterator
 
 from ray import serve
 
-from ..client import build_endpoint
+from ..clients.endpoints import build_endpoint
 from ..engines import EngineCache
 from ..models.errors import ModelLoadError
 from ..models.media import ImageRequest
 from ..models.model_string import ResolvedModel, resolve_model
 from ..models.wire import ChatRequest, Endpoint
-from ..actors.streaming import coalesce
+from ..hosts.coalesce import coalesce
 from .config import ServedModel
 
 

@@ -12,10 +12,10 @@ import asyncio
 from ..models.providers import PROVIDERS
 from ..models.media import ImageRequest
 from ..models.wire import ChatRequest, Endpoint
-from .anthropic import AnthropicEngine
+from .remote.anthropic import AnthropicEngine
 from .base import Engine
-from .ollama import OllamaEngine
-from .openai_compat import OpenAICompatEngine
+from .remote.ollama import OllamaEngine
+from .remote.openai import OpenAICompatEngine
 
 ENGINES: dict[str, type[Engine]] = {
     "openai": OpenAICompatEngine,
@@ -56,7 +56,7 @@ def _image_protocol(provider: str) -> str:
 
 
 def _image_engine(endpoint: Endpoint) -> Engine:
-    from .gemini_image import GeminiImageEngine   # google-genai is imported only where images are made
+    from .remote.gemini_image import GeminiImageEngine   # google-genai is imported only where images are made
     return GeminiImageEngine(endpoint)
 
 

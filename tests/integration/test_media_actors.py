@@ -21,7 +21,7 @@ from PIL import Image
 
 import aimu_ray
 from aimu_ray import aio
-from aimu_ray.engines.diffusers_image import DiffusersImageEngine
+from aimu_ray.engines.local.diffusers_image import DiffusersImageEngine
 from aimu_ray.models.load import Target, load_for
 from aimu_ray.models.media import ImageRequest
 

@@ -19,8 +19,8 @@ import ray
 
 import aimu_ray
 from aimu_ray import aio
-from aimu_ray.actors.model_backend import model_backend
-from aimu_ray.actors.pool import NAMESPACE
+from aimu_ray.backends.model import model_backend
+from aimu_ray.cluster.connection import NAMESPACE
 from aimu_ray.cluster import GPU, Inventory, Node, set_fake_inventory
 from aimu_ray.cluster.model_size import need_for
 from aimu_ray.models.errors import ModelConnectionError
@@ -81,7 +81,7 @@ async def test_two_clients_and_another_process_share_one_actor(tiny_hf_dir, two_
     await asyncio.gather(first.chat("a", generate_kwargs=GREEDY), second.chat("b", generate_kwargs=GREEDY))
     name = first._load.actor_name()
     actor_id = ray.get_actor(name, namespace=NAMESPACE)._actor_id.hex()
-    script = ("import json, ray, aimu_ray; from aimu_ray.actors.pool import NAMESPACE\n"
+    script = ("import json, ray, aimu_ray; from aimu_ray.cluster.connection import NAMESPACE\n"
               f"c = aimu_ray.client({f'hf:{tiny_hf_dir}'!r}); c.chat('hi', generate_kwargs={GREEDY!r})\n"
               f"print(json.dumps(ray.get_actor({name!r}, namespace=NAMESPACE)._actor_id.hex()))")
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}

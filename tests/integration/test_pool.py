@@ -23,12 +23,13 @@ from ray.exceptions import RayTaskError
 from ray.experimental.internal_kv import _internal_kv_del
 
 import aimu_ray
-from aimu_ray.actors import remote_backend
-from aimu_ray.actors.limiter import LIMITER_NAME, LIMITS_KEY
-from aimu_ray.actors.pool import MANAGER_NAME, NAMESPACE, get_manager
+from aimu_ray.backends import remote_backend
+from aimu_ray.hosts.limiter import LIMITER_NAME, LIMITS_KEY
+from aimu_ray.cluster.connection import NAMESPACE
+from aimu_ray.hosts.pool_manager import MANAGER_NAME, get_manager
 from aimu_ray.models.errors import ModelConnectionError, ProviderError, RateLimitError, UpstreamError
 from aimu_ray.models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint
-from aimu_ray.runtime import PoolConfig
+from aimu_ray.hosts.pool_manager import PoolConfig
 from tests.fakes import FakeServer
 
 pytestmark = pytest.mark.asyncio
@@ -156,8 +157,8 @@ async def test_clients_in_other_threads_loops_and_processes_share_one_pool(fake)
     thread.start()
     thread.join()
     script = ("import asyncio, json, sys, ray\n"
-              "from aimu_ray.actors import remote_backend\n"
-              "from aimu_ray.actors.pool import get_manager\n"
+              "from aimu_ray.backends import remote_backend\n"
+              "from aimu_ray.hosts.pool_manager import get_manager\n"
               "from aimu_ray.models.wire import ChatRequest\n"
               "result = asyncio.run(remote_backend().call(ChatRequest.model_validate_json(sys.argv[1])))\n"
               "print(json.dumps([result.content, sorted(ray.get(get_manager().workers.remote()))]))\n")

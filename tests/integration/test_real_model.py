@@ -18,7 +18,7 @@ import ray
 
 import aimu_ray
 from aimu_ray import aio
-from aimu_ray.actors.model_backend import model_backend
+from aimu_ray.backends.model import model_backend
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures"]
 GUARD_S = 180            # a first load converts nothing here (the folder is cached) but shares 2 cores

@@ -41,7 +41,7 @@ import ray
 
 import aimu_ray
 from aimu_ray import aio
-from aimu_ray.actors.model_backend import model_backend
+from aimu_ray.backends.model import model_backend
 from aimu_ray.cluster import GPU, Inventory, Node, set_fake_inventory
 from aimu_ray.cluster.model_size import need_for
 from aimu_ray.demo.servers import free_port

@@ -18,8 +18,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from aimu_ray import cli, runtime
-from aimu_ray.runtime import ServedRay, recording_served_ray, served_ray, served_rays_dir
+from aimu_ray import cli
+from aimu_ray.cluster import connection, served_ray as served_rays
+from aimu_ray.cluster.served_ray import ServedRay, recording_served_ray, served_ray, served_rays_dir
 
 SCRIPT = Path(sys.executable).with_name("aimu-ray")
 
@@ -348,8 +349,8 @@ def test_a_record_that_cannot_be_written_is_a_warning_not_a_failure(records, cap
 def joined(monkeypatch):
     """What ``_connect`` passes to ``ensure_ray``, with a live server recorded and no Ray started."""
     calls = []
-    monkeypatch.setattr(runtime, "ensure_ray", calls.append)
-    monkeypatch.setattr(runtime, "served_ray", lambda: record_of(psutil.Process(), address="127.0.0.1:4242"))
+    monkeypatch.setattr(connection, "ensure_ray", calls.append)
+    monkeypatch.setattr(served_rays, "served_ray", lambda: record_of(psutil.Process(), address="127.0.0.1:4242"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return calls
 

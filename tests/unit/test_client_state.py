@@ -11,7 +11,7 @@ import pytest
 
 from aimu_ray import aio, tool
 from aimu_ray.models import ChatDelta, ChatResult, MissingAPIKeyError, ToolCall, Usage
-from aimu_ray.sync import TextClient
+from aimu_ray.clients.sync import TextClient
 
 
 class ScriptedBackend:

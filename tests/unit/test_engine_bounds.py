@@ -14,8 +14,8 @@ from contextlib import suppress
 
 import pytest
 
-from aimu_ray.engines.hf_text import HFTextEngine
-from aimu_ray.engines.inprocess import load_engine
+from aimu_ray.engines.local.hf_text import HFTextEngine
+from aimu_ray.engines.local import load_engine
 from aimu_ray.models import ChatRequest, ContextOverflowError
 from aimu_ray.models.load import ModelLoad, Target
 from aimu_ray.models.media import AudioRequest

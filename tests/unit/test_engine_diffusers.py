@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from aimu_ray.engines.diffusers_image import DiffusersImageEngine
+from aimu_ray.engines.local.diffusers_image import DiffusersImageEngine
 from aimu_ray.models.errors import ModelError
 from aimu_ray.models.load import ModelLoad, Target
 from aimu_ray.models.media import ImageProgress, ImageRequest, ImageResult

@@ -14,7 +14,7 @@ import socket
 import pytest
 
 from aimu_ray.models import ChatRequest, Endpoint, ModelConnectionError, ModelTimeoutError, ProviderError
-from aimu_ray.engines import _errors
+from aimu_ray.engines.remote import errors as _errors
 from aimu_ray.models.errors import ConnectionDroppedError, ProviderResponseError, UpstreamError
 from tests.unit.engine_kit import failure, run, text_of
 

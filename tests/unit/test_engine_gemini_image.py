@@ -14,8 +14,8 @@ import pytest
 from google.genai import errors as genai_errors
 from PIL import Image
 
-from aimu_ray.engines._errors import translate
-from aimu_ray.engines.gemini_image import GeminiImageEngine, native_base_url, resolve_gemini_image_model
+from aimu_ray.engines.remote.errors import translate
+from aimu_ray.engines.remote.gemini_image import GeminiImageEngine, native_base_url, resolve_gemini_image_model
 from aimu_ray.models import Endpoint, ModelTimeoutError, ProviderError, RateLimitError
 from aimu_ray.models.errors import ConnectionDroppedError, MissingAPIKeyError, ProviderResponseError, UpstreamError
 from aimu_ray.models.media import ImageProgress, ImageRequest, ImageResult

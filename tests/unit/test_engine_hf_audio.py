@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aimu_ray.engines.hf_audio import HFAudioEngine, _step_callback, resolve_pipeline_type
-from aimu_ray.engines.inprocess import load_engine
+from aimu_ray.engines.local.hf_audio import HFAudioEngine, _step_callback, resolve_pipeline_type
+from aimu_ray.engines.local import load_engine
 from aimu_ray.models.load import ModelLoad, Target
 from aimu_ray.models.media import AudioProgress, AudioRequest, AudioResult
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aimu_ray.engines.hf_text import HFTextEngine, IncrementalDecoder, hf_messages, model_kwargs
+from aimu_ray.engines.local.hf_text import HFTextEngine, IncrementalDecoder, hf_messages, model_kwargs
 from aimu_ray.models import ChatDelta, ChatRequest, ChatResult, ContextOverflowError, ModelError
 from aimu_ray.models.load import ModelLoad, Target
 

@@ -8,9 +8,9 @@ from typing import ClassVar
 
 import pytest
 
-from aimu_ray.engines import llamacpp
-from aimu_ray.engines.inprocess import load_engine
-from aimu_ray.engines.llamacpp import LlamaCppEngine, llama_kwargs
+from aimu_ray.engines.local import llamacpp
+from aimu_ray.engines.local import load_engine
+from aimu_ray.engines.local.llamacpp import LlamaCppEngine, llama_kwargs
 from aimu_ray.models import ChatDelta, ChatRequest, ChatResult, ContextOverflowError, ToolCall, Usage
 from aimu_ray.models.load import ModelLoad, Target
 

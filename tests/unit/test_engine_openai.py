@@ -14,9 +14,9 @@ import pytest
 from openai.types.chat import ChatCompletionMessage
 
 from aimu_ray.engines import ENGINES, AnthropicEngine, EngineCache, OllamaEngine, OpenAICompatEngine
-from aimu_ray.engines._errors import translate
-from aimu_ray.engines._reply import ReplyBuilder
-from aimu_ray.engines.openai_compat import _absorb
+from aimu_ray.engines.remote.errors import translate
+from aimu_ray.engines.reply import ReplyBuilder
+from aimu_ray.engines.remote.openai import _absorb
 from aimu_ray.models import (ChatDelta, ChatRequest, ContextOverflowError, Endpoint,
                              ModelTimeoutError, ProviderError, RateLimitError, ToolCall, Usage)
 from tests.fakes import CONTEXT_LENGTH_EXCEEDED

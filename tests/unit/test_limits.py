@@ -17,11 +17,11 @@ from tokenizers import AddedToken, normalizers, pre_tokenizers
 from transformers import AutoTokenizer
 
 import aimu_ray
-from aimu_ray import runtime
-from aimu_ray.client import AsyncTextClient
+from aimu_ray.clients import runtime
+from aimu_ray.clients.text import AsyncTextClient
 from aimu_ray.deployments import AppConfig
-from aimu_ray.engines.hf_text import longest_token_bytes
-from aimu_ray.media_client import AsyncAudioClient, AsyncImageClient
+from aimu_ray.engines.local.hf_text import longest_token_bytes
+from aimu_ray.clients.media import AsyncAudioClient, AsyncImageClient
 from aimu_ray.models.errors import LimitExceededError
 from aimu_ray.models.limits import Limits, current_limits, fewest_tokens, set_limits
 

@@ -1,6 +1,6 @@
 """``aimu_ray.placements()`` as people read it: every row told apart, CPU rows in the units they hold."""
 
-from aimu_ray.fleet import ModelPlacement, Placements
+from aimu_ray.models.placements import ModelPlacement, Placements
 
 
 def row(**fields) -> ModelPlacement:

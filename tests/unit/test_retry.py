@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from aimu_ray.engines import base as engine_base
-from aimu_ray.engines._errors import retry_after
+from aimu_ray.engines.remote.errors import retry_after
 from aimu_ray.engines.base import backoff_delay, is_retryable, stream_with_retries, with_retries
 from aimu_ray.models import (ContextOverflowError, ModelConnectionError, ModelTimeoutError, ProviderError,
                              ProviderResponseError, RateLimitError)

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from aimu_ray.deployments.config import AppConfig, ServedModel, load_config
 from aimu_ray.deployments.metrics import Metrics
+from aimu_ray.models.placements import ModelPlacement
 from aimu_ray.deployments.openai_api import (AudioGenerationRequest, ChatCompletionRequest, ImageGenerationRequest,
                                              finish_reason)
 from aimu_ray.deployments.status import model_state
@@ -125,11 +126,11 @@ def test_serve_statuses_become_model_states(deployment, state):
 
 def test_vram_gauges_sum_a_deployments_replicas_under_its_public_name():
     metrics = Metrics()
-    rows = [{"model": "hf:q", "deployment": "model-q", "name": "q", "device": "cuda", "reserved_bytes": 10,
-             "used_vram_bytes": 7},
-            {"model": "hf:q", "deployment": "model-q", "name": "q", "device": "cuda", "reserved_bytes": 10,
-             "used_vram_bytes": 8},
-            {"model": "hf:other", "device": "cpu", "reserved_bytes": 99, "used_vram_bytes": None}]
+    replica = dict(model="hf:q", task="text", key="k", state="serving", node_id="n", deployment="model-q", name="q",
+                   device="cuda", reserved_bytes=10)
+    rows = [ModelPlacement(**replica, used_vram_bytes=7), ModelPlacement(**replica, used_vram_bytes=8),
+            ModelPlacement(model="hf:other", task="text", key="o", state="ready", node_id="n", device="cpu",
+                           reserved_bytes=99)]
     metrics.set_memory(rows)
     text = metrics.render().decode()
     assert 'aimu_ray_vram_reserved_bytes{model="q"} 20.0' in text

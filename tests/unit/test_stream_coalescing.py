@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from aimu_ray.actors.streaming import coalesce
+from aimu_ray.hosts.coalesce import coalesce
 
 
 async def produce(items, gap_s=0.0, fail=None, closed=None):

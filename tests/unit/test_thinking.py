@@ -3,7 +3,7 @@
 import pytest
 
 from aimu_ray.models import resolve_model
-from aimu_ray.engines._reply import ReplyBuilder
+from aimu_ray.engines.reply import ReplyBuilder
 from aimu_ray.models.thinking import ResolvedThinking, ThinkingParser, resolve_thinking
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from aimu_ray.engines._reply import ReplyBuilder
-from aimu_ray.engines._tool_formats import ToolCallStream, parse_tool_calls
+from aimu_ray.engines.reply import ReplyBuilder
+from aimu_ray.engines.tool_formats import ToolCallStream, parse_tool_calls
 from aimu_ray.models import ChatDelta, ToolCall
 
 WEATHER = ToolCall(name="get_weather", arguments={"city": "Paris"})

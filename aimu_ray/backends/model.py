@@ -1,0 +1,188 @@
+"""The caller's side of an in-process model: find its actor (or have the registry create it), send requests.
+
+The actor is looked up by its cluster-wide name, so a second script finds the first one's model
+without asking the registry. Only a missing actor costs a trip to the registry, and concurrent first
+calls in one process share that trip. Errors come back typed, and a request is sent again only when it never ran:
+- the actor was unloading (idle keep-alive, ``unload``) and refused it → it goes to a fresh actor, once;
+- the actor was restarting when the request came (Ray: unavailable) → it waits for the reload, once;
+- the actor was already ended on purpose (the registry says so; it had nothing in flight) → a fresh actor;
+- an unload's grace ran out under the request → ``ModelUnloadedError``, never re-sent;
+- the actor died under the request → ``ModelConnectionError`` saying so; Ray restarts it (the model
+  loads again) unless it is out of restarts, in which case the next request gets a new actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import AsyncIterator
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+
+from ..cluster.inventory import current_inventory_override
+from ..cluster.model_size import need_for
+from ..models.errors import ModelConnectionError
+from ..models.load import ModelLoad
+from ..cluster.connection import ensure_ray
+from . import calls
+from ..hosts.model_actor import ModelRetiredError
+from ..cluster.connection import NAMESPACE
+from ..hosts.registry import get_registry
+
+_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aimu_ray-models")
+RESTART_WAIT_S = 600.0      # a restarting actor reloads its model: minutes for a large one
+RESTART_POLL_S = 0.2
+
+
+class ModelBackend:
+    """Requests for one ``ModelLoad``: ``call`` for a whole answer, ``stream`` for chunks as they come."""
+
+    def __init__(self, load: ModelLoad) -> None:
+        self.load = load
+        self._lock = threading.Lock()
+        self._handle: ActorHandle | None = None
+        self._resolving: Future | None = None
+
+    async def call(self, request):
+        for attempt in range(2):
+            handle = await self._actor()
+            try:
+                return await calls.call(handle.run, request)
+            except ModelRetiredError:
+                if attempt:
+                    raise
+                await self._replace(handle)
+            except RayActorError as failure:
+                if not (attempt == 0 and await self._recovered(handle, failure)):
+                    raise self._died(failure) from failure
+        raise AssertionError("unreachable")
+
+    async def stream(self, request) -> AsyncIterator:
+        for attempt in range(2):
+            handle = await self._actor()
+            started = False
+            try:
+                async for item in calls.stream(handle.stream, request):
+                    started = True
+                    yield item
+                return
+            except ModelRetiredError:
+                if started or attempt:
+                    raise
+                await self._replace(handle)
+            except RayActorError as failure:
+                if started or not (attempt == 0 and await self._recovered(handle, failure)):
+                    raise self._died(failure) from failure
+
+    async def actor(self) -> ActorHandle:
+        """The model's actor, loaded (the first call places and loads it: seconds to minutes)."""
+        return await self._actor()
+
+    async def _actor(self, gone_actor_id: str | None = None) -> ActorHandle:
+        with self._lock:
+            if self._handle is not None and gone_actor_id is None:
+                return self._handle
+            if self._resolving is None:
+                self._resolving = _resolver.submit(self._resolve, gone_actor_id)
+            resolving = self._resolving
+        try:
+            handle = await asyncio.wrap_future(resolving)
+        finally:
+            with self._lock:
+                if self._resolving is resolving:
+                    self._resolving = None
+        with self._lock:
+            self._handle = handle
+        return handle
+
+    def _resolve(self, gone_actor_id: str | None) -> ActorHandle:
+        """By name if it exists (and is not the dead one), else through the registry, which places and loads it."""
+        ensure_ray()
+        if gone_actor_id is None:
+            handle = _lookup(self.load.actor_name())
+            if handle is not None:
+                return handle
+        need = need_for(self.load)
+        try:
+            return ray.get(get_registry().ensure.remote(self.load, need, current_inventory_override(), gone_actor_id))
+        except RayTaskError as failure:        # the load or placement error itself, not Ray's wrapper
+            raise calls.unwrapped(failure) from None
+
+    def _drop(self, handle: ActorHandle) -> None:
+        with self._lock:
+            if self._handle is handle:
+                self._handle = None
+
+    async def _recovered(self, handle: ActorHandle, failure: RayActorError) -> bool:
+        """May the request go again? Yes when it never ran: the actor was restarting (wait for the reload) or had
+        been ended on purpose (a fresh one is ready); no when the actor died under it."""
+        if isinstance(failure, ActorUnavailableError) and await _restarted(handle):
+            return True
+        return await self._ended(handle)
+
+    async def _ended(self, handle: ActorHandle) -> bool:
+        """Was the actor ended on purpose (unloaded, idle)? Then fetch a fresh one and say so. A crash, even one
+        Ray will not restart, may have run the request: the caller hears of it, and the next request resolves anew."""
+        actor_id = handle._actor_id.hex()
+        if not await calls.result_of(get_registry().ended.remote(actor_id)):
+            if await asyncio.to_thread(_lookup, self.load.actor_name()) is None:
+                self._drop(handle)             # dead for good: the next request gets a new actor
+            return False
+        await self._replace(handle)
+        return True
+
+    async def _replace(self, handle: ActorHandle) -> None:
+        """Forget an actor that is unloading or gone, and get the model's current one (the registry loads it anew
+        once the unload is over)."""
+        self._drop(handle)
+        await self._actor(gone_actor_id=handle._actor_id.hex())
+
+    def _died(self, failure: RayActorError) -> ModelConnectionError:
+        return ModelConnectionError(
+            f"The actor serving {self.load.label()} died while running this request ({type(failure).__name__}). "
+            "Ray restarts it and the model loads again; send the request again.")
+
+    def reset(self) -> None:
+        with self._lock:
+            self._handle = None
+
+
+async def _restarted(handle: ActorHandle) -> bool:
+    """Wait for a restarting actor to have reloaded its model; False if it died for good meanwhile."""
+    deadline = time.monotonic() + RESTART_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            await calls.result_of(handle.ready.remote())
+            return True
+        except ActorUnavailableError:          # still restarting: Ray refuses calls instead of queueing them
+            await asyncio.sleep(RESTART_POLL_S)
+        except RayActorError:
+            return False
+    return False
+
+
+def _lookup(name: str) -> ActorHandle | None:
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+_backends: dict[str, ModelBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def model_backend(load: ModelLoad) -> ModelBackend:
+    """This process's backend for ``load``: one per model, shared by every client of it in the process."""
+    with _backends_lock:
+        return _backends.setdefault(load.key(), ModelBackend(load))
+
+
+def reset_model_backends() -> None:
+    """Forget every actor handle (after ``ray.shutdown`` they point at nothing)."""
+    with _backends_lock:
+        _backends.clear()

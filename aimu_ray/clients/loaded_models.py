@@ -1,0 +1,37 @@
+"""The in-process models loaded on the cluster: where each runs and why (``placements``), and ``unload``.
+
+Async here; ``aimu_ray.placements()`` / ``aimu_ray.unload()`` are the sync forms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..models.placements import Placements
+
+
+async def placements() -> Placements:
+    registry = await _registry()
+    return Placements(await registry.placements.remote())
+
+
+async def unload(model: str | None = None, *, grace_s: float = 30.0) -> list[str]:
+    """Unload the models matching ``model`` ("hf:org/name", or an actor key), or every model; returns their names.
+
+    New requests wait for a fresh load; requests in flight get ``grace_s`` seconds to finish, then fail with
+    ``ModelUnloadedError``. Nothing is loaded again unless a new request asks for it.
+    """
+    from ..backends.model import reset_model_backends
+
+    registry = await _registry()
+    unloaded = await registry.unload.remote(model, grace_s)
+    reset_model_backends()          # this process's handles to those actors point at nothing now
+    return unloaded
+
+
+async def _registry():
+    from ..hosts.registry import get_registry
+    from ..cluster.connection import ensure_ray
+
+    await asyncio.to_thread(ensure_ray)
+    return get_registry()

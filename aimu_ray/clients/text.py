@@ -1,0 +1,251 @@
+"""The aimu text-client contract, written once, async.
+
+State (``messages``, ``last_*``) lives here, in the caller's object; a request carries the whole
+conversation to whichever worker serves it, so workers stay stateless. The sync client in
+``aimu_ray.sync`` drives this class; nothing here is written twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import AsyncIterator, Iterable
+
+from ..models.capabilities import passthrough_caps
+from ..models.generate_kwargs import prepare_params
+from ..models.limits import current_limits
+from ..models.load import ModelLoad, load_for
+from ..models.messages import assistant_message, recorded_calls, stamp, strip_inert_keys, tool_specs
+from ..models.messages import user_message as user_turn
+from ..models.model_string import ResolvedModel, resolve_model
+from ..models.stream import StreamChunk, StreamingContentType, resolve_include
+from ..models.thinking import resolve_thinking, validate_thinking
+from ..models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint
+from .endpoints import build_endpoint
+
+logger = logging.getLogger("aimu_ray")
+
+TRUNCATED_STOP_REASONS = frozenset({"length", "max_tokens"})
+_KEEP = "__keep__"
+
+
+def default_backend(load: ModelLoad | None):
+    """The pool for remote providers; the model's own actor for in-process ones (Ray is imported only now)."""
+    if load is not None:
+        from ..backends.model import model_backend
+        return model_backend(load)
+    from ..backends import remote_backend
+    return remote_backend()
+
+
+class AsyncTextClient:
+    """One conversation with one model. ``chat()`` is exactly one model request."""
+
+    def __init__(self, model: str, *, system_message: str | None = None, base_url: str | None = None,
+                 host: str | None = None, api_key: str | None = None, timeout: float | None = None,
+                 max_retries: int | None = None, model_keep_alive_seconds: float | None = None,
+                 backend=None, **load_options):
+        """Remote providers take the endpoint arguments; in-process ones (hf, llamacpp) their loader options
+        (``model_kwargs``, ``model_path``, ``n_ctx``, …) and placement pins (``device``, ``num_gpus``, …)."""
+        self.model: ResolvedModel = resolve_model(model)
+        if model_keep_alive_seconds is not None and self.model.provider != "ollama":
+            raise TypeError("model_keep_alive_seconds= applies to the 'ollama' provider only.")
+        self._load: ModelLoad | None = None
+        if self.model.spec.in_process:
+            remote_only = [name for name, value in (("base_url", base_url), ("host", host), ("api_key", api_key),
+                                                    ("timeout", timeout), ("max_retries", max_retries)) if value]
+            if remote_only:
+                raise TypeError(f"{', '.join(remote_only)} apply to remote providers, not to in-process "
+                                f"'{self.model.provider}' models.")
+            self._load = load_for(self.model.provider, "text", self.model.model_id, load_options)
+            self.endpoint = Endpoint()
+        else:
+            if load_options:
+                raise TypeError(f"Provider '{self.model.provider}' takes no argument "
+                                f"{', '.join(map(repr, sorted(load_options)))}.")
+            self.endpoint = build_endpoint(self.model, base_url=base_url, host=host, api_key=api_key,
+                                           timeout=timeout, max_retries=max_retries)
+        self._start(system_message, backend, model_keep_alive_seconds)
+
+    @classmethod
+    def served(cls, model: str, backend, *, system_message: str | None = None) -> AsyncTextClient:
+        """A client whose requests go through ``backend`` to a model a server configured (a Serve app's
+        handle): the server owns the endpoint, key and load options, so none are taken here. A remote model
+        takes tools, images and thinking as asked and its upstream answers; an in-process one keeps its checks."""
+        client = cls.__new__(cls)
+        resolved = resolve_model(model)
+        if not resolved.spec.in_process:
+            resolved = replace(resolved, caps=passthrough_caps(resolved.caps))
+        client.model, client._load, client.endpoint = resolved, None, Endpoint()
+        client._start(system_message, backend, None)
+        return client
+
+    def _start(self, system_message: str | None, backend, keep_alive: float | None) -> None:
+        self._keep_alive = keep_alive if keep_alive is not None else (60 if self.model.provider == "ollama" else None)
+        self._backend = backend
+        self._system_message = system_message
+        self._warned: set[str] = set()
+        self.messages: list[dict] = []
+        self.default_generate_kwargs: dict = {}
+        self.tools: list = []
+        self._clear_last()
+
+    # ----- aimu's state surface -----
+
+    def _clear_last(self) -> None:
+        self.last_thinking: str | None = None
+        self.last_usage: dict | None = None
+        self.last_stop_reason: str | None = None
+        self.last_request: dict | None = None
+        self.last_tool_calls: list[dict] = []
+
+    @property
+    def system_message(self) -> str | None:
+        return self._system_message
+
+    @system_message.setter
+    def system_message(self, value: str | None) -> None:
+        """Rewrite the system turn in place when a conversation exists; otherwise seed the first turn."""
+        self._system_message = value
+        has_system = bool(self.messages) and self.messages[0].get("role") == "system"
+        if not self.messages:
+            return
+        if value is None and has_system:
+            del self.messages[0]
+        elif value is not None and has_system:
+            self.messages[0]["content"] = value
+        elif value is not None:
+            self.messages.insert(0, stamp({"role": "system", "content": value}))
+
+    @property
+    def last_output_truncated(self) -> bool:
+        return self.last_stop_reason in TRUNCATED_STOP_REASONS
+
+    @property
+    def is_thinking_model(self) -> bool:
+        return self.model.caps.thinking
+
+    @property
+    def is_tool_using_model(self) -> bool:
+        return self.model.caps.tools
+
+    @property
+    def is_vision_model(self) -> bool:
+        return self.model.caps.vision
+
+    @property
+    def is_audio_model(self) -> bool:
+        return self.model.caps.audio
+
+    @property
+    def supports_structured_output(self) -> bool:
+        return self.model.caps.structured
+
+    def reset(self, system_message: str | None = _KEEP) -> None:
+        self.messages = []
+        if system_message != _KEEP:
+            self._system_message = system_message
+        self._clear_last()
+
+    def __deepcopy__(self, memo):
+        return self      # aimu: clients are not copyable
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.model)!r}, messages={len(self.messages)})"
+
+    # ----- requests -----
+
+    async def chat(self, user_message: str | None = None, generate_kwargs: dict | None = None,
+                   use_tools: bool = True, stream: bool = False, images: list | None = None,
+                   include: Iterable | None = None, tools: list | None = None, thinking=None):
+        """Append the user turn (if any), make one request, append the answer; tools are recorded, not run."""
+        self.last_request, self.last_tool_calls = None, []
+        validate_thinking(thinking)
+        phases = resolve_include(include)
+        self._require_vision(images)
+        advertised = self._advertised_tools(self.tools if tools is None else tools, use_tools)
+        turns = []                   # joined to the conversation once the request is built: a refused one adds nothing
+        if user_message is not None:
+            if not self.messages and self._system_message:
+                turns.append(stamp({"role": "system", "content": self._system_message}))
+            turns.append(stamp(user_turn(user_message, images)))
+        request = self._request([*self.messages, *turns], generate_kwargs, thinking, advertised, stream)
+        self.messages.extend(turns)
+        if stream:
+            return self._stream(request, phases, record=True)
+        return self._fold(await self._send(request), record=True)
+
+    async def generate(self, prompt: str, generate_kwargs: dict | None = None, stream: bool = False,
+                       images: list | None = None, include: Iterable | None = None, thinking=None):
+        """A stateless one-off request: ``messages`` is not touched."""
+        self.last_request, self.last_tool_calls = None, []
+        validate_thinking(thinking)
+        phases = resolve_include(include)
+        self._require_vision(images)
+        request = self._request([user_turn(prompt, images)], generate_kwargs, thinking, [], stream)
+        if stream:
+            return self._stream(request, phases, record=False)
+        return self._fold(await self._send(request), record=False)
+
+    def _require_vision(self, images: list | None) -> None:
+        if images and not self.model.caps.vision:
+            raise ValueError(f"{self.model} does not take images. If it does, add ';vision' to the model string "
+                             f"('{self.model.provider}:{self.model.model_id};vision').")
+
+    def _advertised_tools(self, tools: list, use_tools: bool) -> list[dict]:
+        specs = tool_specs(tools)     # validate even when not advertised: a bad tool is a bug either way
+        return specs if (use_tools and self.model.caps.tools) else []
+
+    def _request(self, messages: list[dict], generate_kwargs: dict | None, thinking, tools: list[dict],
+                 stream: bool) -> ChatRequest:
+        model = self.model
+        resolved = resolve_thinking(thinking, model.caps, self._warn_once)
+        prepared = prepare_params(model.spec, model.model_id, model.caps, resolved,
+                                  self.default_generate_kwargs, generate_kwargs)
+        for key in prepared.dropped:
+            self._warn_once(f"generate_kwargs[{key!r}] is not supported by provider '{model.provider}' "
+                            "and was dropped.")
+        if self._keep_alive is not None:
+            prepared.params["keep_alive"] = self._keep_alive
+        messages = strip_inert_keys(messages)
+        current_limits().check_chat(messages, tools, prepared.params)
+        request = ChatRequest(provider=model.provider, model=model.model_id, endpoint=self.endpoint,
+                              messages=messages, tools=tools, params=prepared.params,
+                              parse_think_tags=model.caps.thinking, stream=stream)
+        self.last_request = {"model": request.model, "messages": request.messages, "tools": request.tools,
+                             **request.params}
+        return request
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            logger.warning("%s: %s", self.model, message)
+
+    async def _send(self, request: ChatRequest) -> ChatResult:
+        return await self._get_backend().call(request)
+
+    def _get_backend(self):
+        if self._backend is None:
+            self._backend = default_backend(self._load)
+        return self._backend
+
+    async def _stream(self, request: ChatRequest, phases, *, record: bool) -> AsyncIterator[StreamChunk]:
+        async for item in self._get_backend().stream(request):
+            if isinstance(item, ChatDelta):
+                phase = StreamingContentType(item.phase)
+                if phases is None or phase in phases:
+                    yield StreamChunk(phase, item.text)
+            else:
+                self._fold(item, record=record)
+
+    def _fold(self, result: ChatResult, *, record: bool) -> str:
+        """Fold an answer into state: aimu's last_* always, the assistant turn only for chat()."""
+        self.last_thinking = result.thinking
+        self.last_usage = result.usage.as_dict() if result.usage else None
+        self.last_stop_reason = result.stop_reason
+        message = assistant_message(result.content, result.thinking, result.tool_calls,
+                                    keep_ids=self.model.provider == "anthropic")
+        self.last_tool_calls = recorded_calls(message)
+        if record:
+            self.messages.append(message)
+        return result.content

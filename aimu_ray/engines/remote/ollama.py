@@ -1,0 +1,99 @@
+"""The native Ollama engine (``/api/chat``): ``think``, ``keep_alive`` and ``options`` arrive in the params,
+images travel as bare base64 beside the message text, tool-call arguments stay objects."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import Any, AsyncIterator
+
+from ...models.messages import parse_arguments
+from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, Usage
+from .base import RemoteEngine, import_sdk, secret
+from ..reply import ReplyBuilder
+
+
+# The pool the openai and anthropic SDKs default to; httpx's own (100 connections) makes a large fan-out
+# queue for connections: 1,000 concurrent requests to a 0.2 s fake took 30 s instead of 4.5 s.
+POOL_LIMITS = {"max_connections": 1000, "max_keepalive_connections": 100}
+
+
+class OllamaEngine(RemoteEngine):
+    protocol = "ollama"
+
+    def __init__(self, endpoint: Endpoint):
+        ollama = import_sdk(self.protocol)
+        import httpx                           # the ollama SDK's transport, installed with it
+
+        key = secret(endpoint)                 # Ollama's cloud takes a bearer key; a local server needs none
+        headers = {"authorization": f"Bearer {key}"} if key else None
+        # host None lets the SDK use OLLAMA_HOST, else 127.0.0.1:11434
+        self._client = ollama.AsyncClient(host=endpoint.base_url, timeout=endpoint.timeout, headers=headers,
+                                          limits=httpx.Limits(**POOL_LIMITS))
+
+    def _conversation(self, messages: list[dict]) -> dict[str, Any]:
+        return {"messages": ollama_messages(messages)}
+
+    async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:
+        response = await self._client.chat(**{**kwargs, "stream": False})
+        reply = ReplyBuilder(request.parse_think_tags)
+        _absorb(reply, response)
+        return reply.result()
+
+    async def _stream_once(self, kwargs: dict[str, Any], request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
+        reply = ReplyBuilder(request.parse_think_tags)
+        async with aclosing(await self._client.chat(**{**kwargs, "stream": True})) as parts:
+            async for part in parts:
+                for delta in _absorb(reply, part):
+                    yield delta
+        for item in reply.finish():
+            yield item
+
+
+def _absorb(reply: ReplyBuilder, part: Any) -> list[ChatDelta]:
+    """One stream part or a whole response. Tool calls may ride on any part, even one with no content."""
+    message = part.message
+    deltas = reply.add_thinking(message.thinking) + reply.add_text(message.content)
+    for call in message.tool_calls or []:
+        reply.add_tool_call(name=call.function.name, arguments=dict(call.function.arguments))
+    if part.done:
+        reply.stop_reason = part.done_reason
+        reply.usage = _usage(part)
+    return deltas
+
+
+def _usage(part: Any) -> Usage | None:
+    if part.prompt_eval_count is None and part.eval_count is None:
+        return None
+    prompt, generated = part.prompt_eval_count or 0, part.eval_count or 0
+    return Usage(input_tokens=prompt, output_tokens=generated, total_tokens=prompt + generated)
+
+
+def ollama_messages(messages: list[dict]) -> list[dict]:
+    return [_ollama_message(message) for message in messages]
+
+
+def _ollama_message(message: dict) -> dict:
+    """Content parts become text plus message-level images; a tool result names its tool as ``tool_name``."""
+    converted = dict(message)
+    content = message.get("content")
+    if isinstance(content, list):
+        converted["content"] = "\n".join(part["text"] for part in content if part.get("type") == "text")
+        images = [_bare_base64(part["image_url"]["url"]) for part in content if part.get("type") == "image_url"]
+        if any(part.get("type") == "input_audio" for part in content):
+            raise ValueError("Ollama models take no audio input; send text or images.")
+        if images:
+            converted["images"] = images
+    if message.get("role") == "tool" and message.get("name"):
+        converted["tool_name"] = message["name"]
+    if message.get("tool_calls"):
+        converted["tool_calls"] = [{"function": {"name": call["function"]["name"],
+                                                 "arguments": parse_arguments(call["function"]["arguments"])}}
+                                   for call in message["tool_calls"]]
+    return converted
+
+
+def _bare_base64(url: str) -> str:
+    if url.startswith("data:"):
+        return url.partition(",")[2]
+    raise ValueError(f"Ollama needs the image bytes, not a link ({url[:80]}): pass a file path, bytes or a "
+                     "data: URL instead.")

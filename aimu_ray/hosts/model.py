@@ -1,0 +1,157 @@
+"""One loaded in-process model, whatever hosts it: a ModelActor, a Serve replica, or a test.
+
+``HostedModel`` loads the engine where placement put it (falling back to CPU when the process cannot
+see CUDA), keeps a load failure to re-raise to whoever asks instead of crashing the host, measures the
+memory the model really holds, and runs requests. The hosts add only what is theirs: naming, idle
+retirement and registry reports for actors; deployment options and health for Serve.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import aclosing
+from typing import Any, AsyncIterator
+
+import ray
+from pydantic import BaseModel
+
+from ..engines.local import load_engine
+from ..models.errors import ModelLoadError
+from ..models.load import ModelLoad, Target
+from .coalesce import coalesce
+
+logger = logging.getLogger("aimu_ray")
+
+
+class MeasuredUse(BaseModel):
+    """What the loaded model really holds, as its host measured it right after loading (and since)."""
+
+    pid: int
+    node_id: str
+    gpu_ids: list[int]
+    device: str
+    vram_bytes: int = 0          # the larger of torch's peak allocation and NVML's figure for this process
+    torch_peak_bytes: int = 0
+    nvml_bytes: int = 0
+    ram_bytes: int = 0
+    load_s: float = 0.0
+    note: str = ""
+
+
+class HostedModel:
+    """The engine of one ``ModelLoad`` on one ``Target``, loaded in the constructor."""
+
+    def __init__(self, load: ModelLoad, target: Target) -> None:
+        self.load = load
+        self.engine: Any = None
+        self.error: BaseException | None = None
+        self.use: MeasuredUse | None = None
+        started = time.perf_counter()
+        target, note = _usable(target)
+        try:
+            logger.info("Loading %s on %s", load.label(), target.device)
+            self.engine = load_engine(load, target)
+        except ImportError as error:          # its message already says what to install
+            self.error = error
+            return
+        except Exception as error:            # kept: the caller that asked for the model sees it, typed
+            self.error = ModelLoadError(f"Could not load {load.label()} on {target.device}: "
+                                        f"{type(error).__name__}: {error}")
+            self.error.__cause__ = error
+            return
+        self.use = _measure(target, time.perf_counter() - started, note)
+
+    def ready(self) -> MeasuredUse:
+        """The measured use; raises the load error if loading failed."""
+        if self.error is not None:
+            raise self.error
+        return self.use
+
+    async def run(self, request):
+        """One whole answer: a ChatResult, ImageResult or AudioResult."""
+        self.ready()
+        call = self.engine.chat if self.load.task == "text" else self.engine.generate
+        return await call(request)
+
+    async def stream(self, request) -> AsyncIterator[list]:
+        """The engine's stream in batches of what is ready (``streaming.coalesce``); closing it stops the engine."""
+        self.ready()
+        async with aclosing(coalesce(self.engine.stream(request))) as batches:
+            async for batch in batches:
+                yield batch
+
+    def current_use(self) -> MeasuredUse | None:
+        return self.use and self.use.model_copy(update=_current_use(self.use))
+
+    def stats(self) -> dict | None:
+        """The engine's own counters (batches run, rows served) when it keeps any."""
+        stats = getattr(self.engine, "stats", None)
+        if stats is None:
+            return None
+        if isinstance(stats, dict):
+            return dict(stats)
+        return stats.model_dump() if hasattr(stats, "model_dump") else dict(vars(stats))
+
+
+def _usable(target: Target) -> tuple[Target, str]:
+    """The target, or CPU when placement chose a GPU that torch cannot see (Ray's logical GPUs on a CPU machine)."""
+    if target.device != "cuda" or _cuda_available():
+        return target, ""
+    note = "placed on a GPU share, but CUDA is not available in this process: running on CPU"
+    logger.warning(note)
+    return Target(device="cpu"), note
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _measure(target: Target, load_s: float, note: str) -> MeasuredUse:
+    context = ray.get_runtime_context()
+    use = MeasuredUse(pid=os.getpid(), node_id=context.get_node_id(), gpu_ids=[int(i) for i in ray.get_gpu_ids()],
+                      device=target.device, load_s=load_s, note=note)
+    return use.model_copy(update=_current_use(use))
+
+
+def _current_use(use: MeasuredUse) -> dict[str, int]:
+    torch_peak = _torch_peak_bytes() if use.device == "cuda" else 0
+    nvml = _nvml_process_bytes(use.pid)
+    return {"torch_peak_bytes": torch_peak, "nvml_bytes": nvml, "vram_bytes": max(torch_peak, nvml),
+            "ram_bytes": _rss_bytes()}
+
+
+def _torch_peak_bytes() -> int:
+    import torch
+
+    return sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))
+
+
+def _nvml_process_bytes(pid: int) -> int:
+    """GPU memory NVML sees this process holding on any GPU (CUDA context included); 0 without NVML."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return 0
+    try:
+        total = 0
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            total += sum(p.usedGpuMemory or 0 for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                         if p.pid == pid)
+        return total
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
