@@ -1,8 +1,8 @@
 """Latency the model actor adds over calling the engine in this process: SmolLM2-135M, one greedy token.
 
 One request ("hi", max_new_tokens=1, greedy) so that the model's own work is small, three ways:
-  engine in-process   HFTextEngine.chat in this process, no Ray
-  through the actor   model_backend(load).call(request): the path aimu_ray's clients take to the model actor
+  engine in-process   HFTextEngine.run in this process, no Ray
+  through the actor   backend_for(load).call(request): the path aimu_ray's clients take to the model actor
   bare Ray actor      an empty async actor method taking the same request: Ray's own round-trip floor here
 Sequential calls after a warm-up, in alternating blocks of BLOCK calls so drift (others may share this
 2-core machine; figures are noisy) hits every path alike. This process's torch is pinned to one thread,
@@ -29,7 +29,7 @@ WARM_UP = 30
 async def measure(folder: Path) -> dict[str, list[float]]:
     import ray
 
-    from aimu_ray.backends.model import model_backend
+    from aimu_ray.backends import backend_for
     from aimu_ray.engines.local.hf_text import HFTextEngine
     from aimu_ray.models.load import Target, load_for
     from aimu_ray.models.wire import ChatRequest
@@ -38,7 +38,7 @@ async def measure(folder: Path) -> dict[str, list[float]]:
     request = ChatRequest(provider="hf", model=str(folder), messages=[{"role": "user", "content": "hi"}],
                           params={"max_new_tokens": 1, "do_sample": False})
     engine = HFTextEngine(load, Target())
-    backend = model_backend(load)
+    backend = backend_for(load)
 
     @ray.remote(num_cpus=0)
     class Bare:
@@ -46,7 +46,7 @@ async def measure(folder: Path) -> dict[str, list[float]]:
             return None
 
     bare = Bare.remote()
-    paths = {"engine in-process": lambda: engine.chat(request), "through the actor": lambda: backend.call(request),
+    paths = {"engine in-process": lambda: engine.run(request), "through the actor": lambda: backend.call(request),
              "bare Ray actor": lambda: bare.call.remote(request)}
     for call in paths.values():              # loads the actor, warms code paths
         for _ in range(WARM_UP):

@@ -68,12 +68,12 @@ async def first_chunk(folder: Path) -> float:
 
 async def measure(folder: Path) -> dict[str, list[float]]:
     from aimu_ray import aio
-    from aimu_ray.backends.model import reset_model_backends
+    from aimu_ray.backends import reset_backends
 
     times: dict[str, list[float]] = {"aimu_ray cold": [], "by name": [], "same process": []}
     for _ in range(REPS):
         times["aimu_ray cold"].append(await first_chunk(folder))
-        reset_model_backends()
+        reset_backends(pool=False)
         times["by name"].append(await first_chunk(folder))
         times["same process"].append(await first_chunk(folder))
         await aio.unload()

@@ -77,7 +77,7 @@ def engine_side(folder: Path, params: dict):
     async def run(prompts: list[str]) -> int:
         requests = [ChatRequest(provider="hf", model=str(folder), messages=[{"role": "user", "content": p}],
                                 params=params) for p in prompts]
-        results = await asyncio.gather(*(engine.chat(r) for r in requests))
+        results = await asyncio.gather(*(engine.run(r) for r in requests))
         return sum(r.usage.output_tokens for r in results)
 
     return engine, run
@@ -85,9 +85,9 @@ def engine_side(folder: Path, params: dict):
 
 async def actor_stats(folder: Path) -> dict:
     from aimu_ray import aio
-    from aimu_ray.backends.model import model_backend
+    from aimu_ray.backends import backend_for
 
-    actor = await model_backend(aio.client(f"hf:{folder}")._load).actor()
+    actor = await backend_for(aio.client(f"hf:{folder}")._load).actor()
     return (await actor.info.remote())["engine"]
 
 

@@ -1,7 +1,8 @@
-"""The caller's side of one actor call, shared by every backend: await it, unwrap its error, cancel it.
+"""The caller's side of one actor call, shared by the pool and model backends: await it, unwrap its error, cancel it.
 
 The backends differ only in what they do when an actor is lost (another pool worker, a restarted
-model actor); sending, flattening a stream's batches and cancelling on close are the same and live here.
+model actor: their ``should_retry`` for ``models.retry``); sending, flattening a stream's batches and
+cancelling on close are the same and live here.
 """
 
 from __future__ import annotations

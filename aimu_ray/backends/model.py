@@ -23,15 +23,15 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
+from ..cluster.connection import NAMESPACE, ensure_ray, result_of, unwrapped
 from ..cluster.inventory import current_inventory_override
 from ..cluster.model_size import need_for
+from ..hosts.core import ModelRetiredError
+from ..hosts.registry import get_registry
 from ..models.errors import ModelConnectionError
 from ..models.load import ModelLoad
-from ..cluster.connection import ensure_ray
+from ..models.retry import retried, retried_stream
 from . import calls
-from ..hosts.model_actor import ModelRetiredError
-from ..cluster.connection import NAMESPACE
-from ..hosts.registry import get_registry
 
 _resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aimu_ray-models")
 RESTART_WAIT_S = 600.0      # a restarting actor reloads its model: minutes for a large one
@@ -48,35 +48,21 @@ class ModelBackend:
         self._resolving: Future | None = None
 
     async def call(self, request):
-        for attempt in range(2):
-            handle = await self._actor()
-            try:
-                return await calls.call(handle.run, request)
-            except ModelRetiredError:
-                if attempt:
-                    raise
-                await self._replace(handle)
-            except RayActorError as failure:
-                if not (attempt == 0 and await self._recovered(handle, failure)):
-                    raise self._died(failure) from failure
-        raise AssertionError("unreachable")
+        tries = _Tries(self)
 
-    async def stream(self, request) -> AsyncIterator:
-        for attempt in range(2):
-            handle = await self._actor()
-            started = False
-            try:
-                async for item in calls.stream(handle.stream, request):
-                    started = True
-                    yield item
-                return
-            except ModelRetiredError:
-                if started or attempt:
-                    raise
-                await self._replace(handle)
-            except RayActorError as failure:
-                if started or not (attempt == 0 and await self._recovered(handle, failure)):
-                    raise self._died(failure) from failure
+        async def attempt():
+            return await calls.call((await tries.actor()).run, request)
+
+        return await retried(attempt, tries.resend)
+
+    def stream(self, request) -> AsyncIterator:
+        tries = _Tries(self)
+
+        async def attempt():
+            async for item in calls.stream((await tries.actor()).stream, request):
+                yield item
+
+        return retried_stream(attempt, tries.resend)
 
     async def actor(self) -> ActorHandle:
         """The model's actor, loaded (the first call places and loads it: seconds to minutes)."""
@@ -110,7 +96,7 @@ class ModelBackend:
         try:
             return ray.get(get_registry().ensure.remote(self.load, need, current_inventory_override(), gone_actor_id))
         except RayTaskError as failure:        # the load or placement error itself, not Ray's wrapper
-            raise calls.unwrapped(failure) from None
+            raise unwrapped(failure) from None
 
     def _drop(self, handle: ActorHandle) -> None:
         with self._lock:
@@ -128,7 +114,7 @@ class ModelBackend:
         """Was the actor ended on purpose (unloaded, idle)? Then fetch a fresh one and say so. A crash, even one
         Ray will not restart, may have run the request: the caller hears of it, and the next request resolves anew."""
         actor_id = handle._actor_id.hex()
-        if not await calls.result_of(get_registry().ended.remote(actor_id)):
+        if not await result_of(get_registry().ended.remote(actor_id)):
             if await asyncio.to_thread(_lookup, self.load.actor_name()) is None:
                 self._drop(handle)             # dead for good: the next request gets a new actor
             return False
@@ -146,9 +132,34 @@ class ModelBackend:
             f"The actor serving {self.load.label()} died while running this request ({type(failure).__name__}). "
             "Ray restarts it and the model loads again; send the request again.")
 
-    def reset(self) -> None:
-        with self._lock:
-            self._handle = None
+
+class _Tries:
+    """One request's attempts, each on the model's current actor: a failure is judged against the actor it hit."""
+
+    def __init__(self, backend: ModelBackend) -> None:
+        self._backend = backend
+        self._handle: ActorHandle | None = None
+
+    async def actor(self) -> ActorHandle:
+        self._handle = None                # None while finding the actor: a failure there (a load) is never retried
+        self._handle = await self._backend._actor()
+        return self._handle
+
+    async def resend(self, error: Exception, attempt: int, started: bool) -> bool:
+        """Send it again, once, when it never ran (see the module's docstring)."""
+        backend, handle = self._backend, self._handle
+        if handle is None:
+            return False
+        if isinstance(error, ModelRetiredError):
+            if started or attempt:
+                return False
+            await backend._replace(handle)
+            return True
+        if isinstance(error, RayActorError):
+            if started or not (attempt == 0 and await backend._recovered(handle, error)):
+                raise backend._died(error) from error
+            return True
+        return False
 
 
 async def _restarted(handle: ActorHandle) -> bool:
@@ -156,7 +167,7 @@ async def _restarted(handle: ActorHandle) -> bool:
     deadline = time.monotonic() + RESTART_WAIT_S
     while time.monotonic() < deadline:
         try:
-            await calls.result_of(handle.ready.remote())
+            await result_of(handle.ready.remote())
             return True
         except ActorUnavailableError:          # still restarting: Ray refuses calls instead of queueing them
             await asyncio.sleep(RESTART_POLL_S)

@@ -1,6 +1,6 @@
 """The caller's side of the pool: pick a worker, send it the request, hand back answers and typed errors.
 
-One ``RemoteBackend`` per process (``remote_backend()``) serves every client in it. It works in any
+One ``PoolBackend`` per process (``pool_backend()``) serves every client in it. It works in any
 event loop, and in several at once (the sync API's background loop, a notebook's loop, a Ray actor's
 loop): it holds nothing bound to a loop, only Ray handles and counters behind a thread lock, and it
 never blocks a loop on ``ray.get``. A request costs one actor call: the manager is asked for the
@@ -24,6 +24,7 @@ from ray.exceptions import RayActorError
 
 from ..models.errors import ModelConnectionError
 from ..models.media import ImageRequest, ImageResult
+from ..models.retry import retried, retried_stream
 from ..models.wire import ChatDelta, ChatRequest, ChatResult
 from ..cluster.connection import ensure_ray
 from . import calls
@@ -33,9 +34,11 @@ MAX_ATTEMPTS = 3     # workers tried for one request, each time the one running 
 REFRESH_S = 1.0      # how old the cached worker list may get before one request refetches it (the pool grows)
 NO_WORKER_LEFT = (f"No pool worker could finish the request: {MAX_ATTEMPTS} died under it in a row. "
                   "Check the Ray cluster's health (`ray status`).")
+LOST_MID_STREAM = ("The pool worker running this stream was lost mid-stream, after part of the answer had arrived; "
+                   "it was not retried because that would repeat text. Send it again.")
 
 
-class RemoteBackend:
+class PoolBackend:
     """Sends each request to the worker with the fewest requests in flight *from this process*.
 
     Ties go to this process's preferred worker (a random offset into the manager's list, drawn once):
@@ -61,50 +64,42 @@ class RemoteBackend:
 
     async def call(self, request: ChatRequest | ImageRequest) -> ChatResult | ImageResult:
         """One whole answer from a pool worker."""
-        lost, error = [], None
-        for _ in range(MAX_ATTEMPTS):
-            async with self._worker(lost) as (key, worker):
-                try:
-                    return await calls.call(worker.run, request)
-                except RayActorError as failure:
-                    lost, error = [key], failure
-        raise ModelConnectionError(NO_WORKER_LEFT) from error
+        tries = _Tries()
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
+        async def attempt():
+            async with self._worker(tries) as worker:
+                return await calls.call(worker.run, request)
+
+        return await retried(attempt, tries.on_another_worker)
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
         """Deltas as the provider sends them, then the ``ChatResult``; closing it early cancels the work."""
-        lost, error = [], None
-        for _ in range(MAX_ATTEMPTS):
-            async with self._worker(lost) as (key, worker):
-                started = False
-                try:
-                    async for item in calls.stream(worker.stream, request):
-                        started = True
-                        yield item
-                    return
-                except RayActorError as failure:
-                    if started:
-                        raise ModelConnectionError(
-                            "The pool worker running this stream was lost mid-stream, after part of the answer "
-                            "had arrived; it was not retried because that would repeat text. Send it again.") \
-                            from failure
-                    lost, error = [key], failure
-        raise ModelConnectionError(NO_WORKER_LEFT) from error
+        tries = _Tries()
+
+        async def attempt():
+            async with self._worker(tries) as worker:
+                async for item in calls.stream(worker.stream, request):
+                    yield item
+
+        return retried_stream(attempt, tries.on_another_worker)
 
     @asynccontextmanager
-    async def _worker(self, lost: list[str]):
+    async def _worker(self, tries: _Tries):
         """A worker for one attempt, counted in flight from this process until the attempt ends."""
+        tries.worker = None
         if self._manager is None:
             await asyncio.to_thread(self._connect)       # may start Ray: seconds, so off the loop
         stale = time.monotonic() - self._fetched_at > REFRESH_S and self._pending is None
-        if lost or stale or not self._workers:
-            await self._fetch(lost)
+        if tries.lost or stale or not self._workers:
+            await self._fetch(tries.lost)
         with self._lock:
             workers = list(self._workers.items())
             start = self._preference % len(workers)
             key, worker = min(workers[start:] + workers[:start], key=lambda item: self._in_flight[item[0]])
             self._in_flight[key] += 1
+        tries.worker = key
         try:
-            yield key, worker
+            yield worker
         finally:
             with self._lock:
                 self._in_flight[key] -= 1
@@ -132,9 +127,28 @@ class RemoteBackend:
             self._fetched_at = time.monotonic()
 
 
-_backend = RemoteBackend()
+class _Tries:
+    """One request's attempts: the worker the current one reached, and the worker lost under the one before."""
+
+    def __init__(self) -> None:
+        self.worker: str | None = None     # None while finding a worker: a failure there is the caller's, unretried
+        self.lost: list[str] = []
+
+    async def on_another_worker(self, error: Exception, attempt: int, started: bool) -> bool:
+        """Send it again when its worker died before anything came back, to MAX_ATTEMPTS workers in all."""
+        if self.worker is None or not isinstance(error, RayActorError):
+            return False
+        if started:
+            raise ModelConnectionError(LOST_MID_STREAM) from error
+        if attempt + 1 == MAX_ATTEMPTS:
+            raise ModelConnectionError(NO_WORKER_LEFT) from error
+        self.lost = [self.worker]
+        return True
 
 
-def remote_backend() -> RemoteBackend:
+_backend = PoolBackend()
+
+
+def pool_backend() -> PoolBackend:
     """This process's backend: one per process, so every client shares its worker handles."""
     return _backend

@@ -21,11 +21,11 @@ async def unload(model: str | None = None, *, grace_s: float = 30.0) -> list[str
     New requests wait for a fresh load; requests in flight get ``grace_s`` seconds to finish, then fail with
     ``ModelUnloadedError``. Nothing is loaded again unless a new request asks for it.
     """
-    from ..backends.model import reset_model_backends
+    from ..backends import reset_backends
 
     registry = await _registry()
     unloaded = await registry.unload.remote(model, grace_s)
-    reset_model_backends()          # this process's handles to those actors point at nothing now
+    reset_backends(pool=False)      # this process's handles to those actors point at nothing now
     return unloaded
 
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 import os
 from typing import AsyncIterator
 
-from ..models.limits import current_limits
+from ..backends import backend_for
 from ..models.load import ModelLoad, load_for
-from ..models.media import AudioProgress, AudioRequest, ImageProgress, ImageRequest
+from ..models.media import AudioProgress, ImageProgress
 from ..models.model_string import parse_model_string
 from ..models.outputs import (AUDIO_FORMATS, IMAGE_FORMATS, audio_final_chunks, audio_progress_chunk, check_format,
                              encode_audio, encode_image, image_bytes, image_final_chunks, image_progress_chunk)
 from ..models.stream import StreamChunk, StreamingContentType
 from ..models.wire import Endpoint
 from .endpoints import gemini_image_endpoint
-from .text import default_backend
+from .requests import audio_request, image_request
 
 _IMAGE_CALL_KEYS = ("negative_prompt", "width", "height", "num_inference_steps", "guidance_scale", "seed", "strength")
 
@@ -47,15 +47,6 @@ class _AsyncMediaClient:
             self._endpoint = gemini_image_endpoint(**kwargs)
         self._backend = None
 
-    @classmethod
-    def served(cls, model: str, backend):
-        """A client whose requests go through ``backend`` to a model a server configured (a Serve app's handle)."""
-        ref = parse_model_string(model)
-        client = cls.__new__(cls)
-        client.provider, client.model_id = ref.provider, ref.model_id
-        client._load, client._endpoint, client._backend = None, None, backend
-        return client
-
     @property
     def model(self) -> str:
         return f"{self.provider}:{self.model_id}"
@@ -77,7 +68,7 @@ class _AsyncMediaClient:
 
     def _get_backend(self):
         if self._backend is None:
-            self._backend = default_backend(self._load)
+            self._backend = backend_for(self._load)
         return self._backend
 
 
@@ -92,11 +83,10 @@ class AsyncImageClient(_AsyncMediaClient):
             raise ValueError(f"num_images must be at least 1, got {num_images}.")
         check_format(format, IMAGE_FORMATS)
         calls = {key: kwargs.pop(key) for key in _IMAGE_CALL_KEYS if key in kwargs}
-        request = ImageRequest(provider=self.provider, model=self.model_id, endpoint=self._endpoint, prompt=prompt,
-                               num_images=num_images, preview_every=preview_every,
-                               reference_image=None if reference_image is None else image_bytes(reference_image),
-                               options=kwargs, **calls)
-        current_limits().check_image(request)
+        request = image_request(provider=self.provider, model=self.model_id, endpoint=self._endpoint, prompt=prompt,
+                                num_images=num_images, preview_every=preview_every,
+                                reference_image=None if reference_image is None else image_bytes(reference_image),
+                                options=kwargs, **calls)
 
         def encode(pixels):
             return encode_image(pixels, format, output_dir=output_dir, prompt=prompt)
@@ -106,7 +96,6 @@ class AsyncImageClient(_AsyncMediaClient):
                                 lambda result: image_final_chunks(result, encode))
         images = [encode(pixels) for pixels in (await self._get_backend().call(request)).images]
         return images[0] if num_images == 1 else images
-
 
 
 class AsyncAudioClient(_AsyncMediaClient):
@@ -120,10 +109,9 @@ class AsyncAudioClient(_AsyncMediaClient):
         if num_audio < 1:
             raise ValueError(f"num_audio must be at least 1, got {num_audio}.")
         check_format(format, AUDIO_FORMATS)
-        request = AudioRequest(provider=self.provider, model=self.model_id, prompt=prompt, duration_s=duration_s,
-                               num_inference_steps=num_inference_steps, num_audio=num_audio, seed=seed,
-                               options=kwargs)
-        current_limits().check_audio(request)
+        request = audio_request(provider=self.provider, model=self.model_id, prompt=prompt, duration_s=duration_s,
+                                num_inference_steps=num_inference_steps, num_audio=num_audio, seed=seed,
+                                options=kwargs)
 
         def encode(clip):
             return encode_audio(clip, format, output_dir=output_dir, prompt=prompt)
@@ -133,3 +121,21 @@ class AsyncAudioClient(_AsyncMediaClient):
                                 lambda result: audio_final_chunks(result, encode))
         clips = [encode(clip) for clip in (await self._get_backend().call(request)).clips]
         return clips[0] if num_audio == 1 else clips
+
+
+class _Served:
+    """A media client for a model a server configured (a Serve app, through its handle): the server owns the
+    weights, endpoint and key, so none are taken here."""
+
+    def __init__(self, model: str, backend) -> None:
+        ref = parse_model_string(model)
+        self.provider, self.model_id = ref.provider, ref.model_id
+        self._load, self._endpoint, self._backend = None, None, backend
+
+
+class ServedImageClient(_Served, AsyncImageClient):
+    """``AsyncImageClient`` for a served image model."""
+
+
+class ServedAudioClient(_Served, AsyncAudioClient):
+    """``AsyncAudioClient`` for a served audio model."""

@@ -46,10 +46,8 @@ def init(address: str | None = None, *, max_in_flight: Mapping[str, int] | None 
 
 def shutdown() -> None:
     """Forget this process's pool and model handles and disconnect from Ray (an embedded local Ray stops with it)."""
-    from ..backends import remote_backend
-    from ..backends.model import reset_model_backends
-    remote_backend().reset()
-    reset_model_backends()
+    from ..backends import reset_backends
+    reset_backends()
     ray.shutdown()
 
 

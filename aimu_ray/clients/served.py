@@ -12,15 +12,15 @@ from ray.exceptions import RayTaskError
 
 from ..cluster.connection import unwrapped
 from ..backends.serve import DEFAULT_APP, INGRESS, ServeBackend
-from .media import AsyncAudioClient, AsyncImageClient
-from .text import AsyncTextClient
+from .media import ServedAudioClient, ServedImageClient
+from .text import ServedTextClient
 
 
 def served_client(model: str, backend: ServeBackend, task: str, *, system_message: str | None = None):
     """The aimu client for a served model's task, sending through ``backend``."""
     if task == "text":
-        return AsyncTextClient.served(model, backend, system_message=system_message)
-    return (AsyncImageClient if task == "image" else AsyncAudioClient).served(model, backend)
+        return ServedTextClient(model, backend, system_message=system_message)
+    return (ServedImageClient if task == "image" else ServedAudioClient)(model, backend)
 
 
 async def connect(name: str, *, app: str = DEFAULT_APP, system_message: str | None = None):

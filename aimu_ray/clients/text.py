@@ -8,34 +8,23 @@ conversation to whichever worker serves it, so workers stay stateless. The sync 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import AsyncIterator, Iterable
 
-from ..models.capabilities import passthrough_caps
-from ..models.generate_kwargs import prepare_params
-from ..models.limits import current_limits
+from ..backends import backend_for
 from ..models.load import ModelLoad, load_for
-from ..models.messages import assistant_message, recorded_calls, stamp, strip_inert_keys, tool_specs
+from ..models.messages import stamp
 from ..models.messages import user_message as user_turn
 from ..models.model_string import ResolvedModel, resolve_model
 from ..models.stream import StreamChunk, StreamingContentType, resolve_include
-from ..models.thinking import resolve_thinking, validate_thinking
+from ..models.thinking import validate_thinking
 from ..models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint
 from .endpoints import build_endpoint
+from .requests import advertised_tools, chat_request, fold, served_model
 
 logger = logging.getLogger("aimu_ray")
 
 TRUNCATED_STOP_REASONS = frozenset({"length", "max_tokens"})
 _KEEP = "__keep__"
-
-
-def default_backend(load: ModelLoad | None):
-    """The pool for remote providers; the model's own actor for in-process ones (Ray is imported only now)."""
-    if load is not None:
-        from ..backends.model import model_backend
-        return model_backend(load)
-    from ..backends import remote_backend
-    return remote_backend()
 
 
 class AsyncTextClient:
@@ -67,21 +56,8 @@ class AsyncTextClient:
                                            timeout=timeout, max_retries=max_retries)
         self._start(system_message, backend, model_keep_alive_seconds)
 
-    @classmethod
-    def served(cls, model: str, backend, *, system_message: str | None = None) -> AsyncTextClient:
-        """A client whose requests go through ``backend`` to a model a server configured (a Serve app's
-        handle): the server owns the endpoint, key and load options, so none are taken here. A remote model
-        takes tools, images and thinking as asked and its upstream answers; an in-process one keeps its checks."""
-        client = cls.__new__(cls)
-        resolved = resolve_model(model)
-        if not resolved.spec.in_process:
-            resolved = replace(resolved, caps=passthrough_caps(resolved.caps))
-        client.model, client._load, client.endpoint = resolved, None, Endpoint()
-        client._start(system_message, backend, None)
-        return client
-
     def _start(self, system_message: str | None, backend, keep_alive: float | None) -> None:
-        self._keep_alive = keep_alive if keep_alive is not None else (60 if self.model.provider == "ollama" else None)
+        self._keep_alive = keep_alive
         self._backend = backend
         self._system_message = system_message
         self._warned: set[str] = set()
@@ -163,7 +139,7 @@ class AsyncTextClient:
         validate_thinking(thinking)
         phases = resolve_include(include)
         self._require_vision(images)
-        advertised = self._advertised_tools(self.tools if tools is None else tools, use_tools)
+        advertised = advertised_tools(self.model, self.tools if tools is None else tools, use_tools)
         turns = []                   # joined to the conversation once the request is built: a refused one adds nothing
         if user_message is not None:
             if not self.messages and self._system_message:
@@ -192,26 +168,12 @@ class AsyncTextClient:
             raise ValueError(f"{self.model} does not take images. If it does, add ';vision' to the model string "
                              f"('{self.model.provider}:{self.model.model_id};vision').")
 
-    def _advertised_tools(self, tools: list, use_tools: bool) -> list[dict]:
-        specs = tool_specs(tools)     # validate even when not advertised: a bad tool is a bug either way
-        return specs if (use_tools and self.model.caps.tools) else []
-
     def _request(self, messages: list[dict], generate_kwargs: dict | None, thinking, tools: list[dict],
                  stream: bool) -> ChatRequest:
-        model = self.model
-        resolved = resolve_thinking(thinking, model.caps, self._warn_once)
-        prepared = prepare_params(model.spec, model.model_id, model.caps, resolved,
-                                  self.default_generate_kwargs, generate_kwargs)
-        for key in prepared.dropped:
-            self._warn_once(f"generate_kwargs[{key!r}] is not supported by provider '{model.provider}' "
-                            "and was dropped.")
-        if self._keep_alive is not None:
-            prepared.params["keep_alive"] = self._keep_alive
-        messages = strip_inert_keys(messages)
-        current_limits().check_chat(messages, tools, prepared.params)
-        request = ChatRequest(provider=model.provider, model=model.model_id, endpoint=self.endpoint,
-                              messages=messages, tools=tools, params=prepared.params,
-                              parse_think_tags=model.caps.thinking, stream=stream)
+        request = chat_request(self.model, self.endpoint, messages, warn=self._warn_once,
+                               default_generate_kwargs=self.default_generate_kwargs,
+                               generate_kwargs=generate_kwargs, thinking=thinking, tools=tools, stream=stream,
+                               keep_alive=self._keep_alive)
         self.last_request = {"model": request.model, "messages": request.messages, "tools": request.tools,
                              **request.params}
         return request
@@ -226,7 +188,7 @@ class AsyncTextClient:
 
     def _get_backend(self):
         if self._backend is None:
-            self._backend = default_backend(self._load)
+            self._backend = backend_for(self._load)
         return self._backend
 
     async def _stream(self, request: ChatRequest, phases, *, record: bool) -> AsyncIterator[StreamChunk]:
@@ -240,12 +202,19 @@ class AsyncTextClient:
 
     def _fold(self, result: ChatResult, *, record: bool) -> str:
         """Fold an answer into state: aimu's last_* always, the assistant turn only for chat()."""
-        self.last_thinking = result.thinking
-        self.last_usage = result.usage.as_dict() if result.usage else None
-        self.last_stop_reason = result.stop_reason
-        message = assistant_message(result.content, result.thinking, result.tool_calls,
-                                    keep_ids=self.model.provider == "anthropic")
-        self.last_tool_calls = recorded_calls(message)
+        answer = fold(result, self.model)
+        self.last_thinking, self.last_usage, self.last_stop_reason = answer.thinking, answer.usage, answer.stop_reason
+        self.last_tool_calls = answer.tool_calls
         if record:
-            self.messages.append(message)
-        return result.content
+            self.messages.append(answer.message)
+        return answer.content
+
+
+class ServedTextClient(AsyncTextClient):
+    """A conversation with a model a server configured (a Serve app, through its handle): the server owns the
+    endpoint, key and load options, so none are taken here. A remote model takes tools, images and thinking as
+    asked and its upstream answers; an in-process one keeps aimu's checks."""
+
+    def __init__(self, model: str, backend, *, system_message: str | None = None) -> None:
+        self.model, self._load, self.endpoint = served_model(model), None, Endpoint()
+        self._start(system_message, backend, None)

@@ -10,12 +10,13 @@ does not crash its replica (Serve would retry the same failure forever): the rep
 from __future__ import annotations
 
 import logging
-from contextlib import aclosing, contextmanager
+from contextlib import aclosing
 from typing import AsyncIterator
 
 import ray
 from ray import serve
 
+from ..hosts.core import HostCore
 from ..hosts.model import HostedModel
 from ..cluster.need import ModelNeed
 from ..cluster.placement import Placement
@@ -28,9 +29,9 @@ logger = logging.getLogger("aimu_ray")
 class ModelServer:
     def __init__(self, name: str, load: ModelLoad, need: ModelNeed, placement: Placement) -> None:
         self._name = name
+        self._core = HostCore(load.label())
         self._model = HostedModel(load, Target(device=placement.device, device_map=placement.device_map,
                                                 offload=placement.offload))
-        self._in_flight = 0
         self._replica_id = ray.get_runtime_context().get_actor_id()
         if self._model.error is None:
             self._registry("hosted", self._replica_id, serve.get_replica_context().deployment, name, load, need,
@@ -40,27 +41,17 @@ class ModelServer:
         """``ready`` or ``failed`` (with the error), and the replica's measured use and engine counters."""
         error = self._model.error
         return {"state": "failed" if error else "ready", "error": f"{type(error).__name__}: {error}" if error else None,
-                "use": self._model.current_use(), "in_flight": self._in_flight, "engine": self._model.stats()}
+                "use": self._model.current_use(), "in_flight": self._core.in_flight, "engine": self._model.stats()}
 
     async def run(self, name: str, request):
         """One whole answer; ``name`` is the served name the caller asked for (the ingress routes by it)."""
-        with self._counted():
-            return await self._model.run(request)
+        return await self._core.run(self._model, request)
 
     async def stream(self, name: str, request) -> AsyncIterator[list]:
         """Batches of stream items; a caller that goes away (HTTP disconnect) cancels this and so the engine."""
-        with self._counted():
-            async with aclosing(self._model.stream(request)) as batches:
-                async for batch in batches:
-                    yield batch
-
-    @contextmanager
-    def _counted(self):
-        self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
+        async with aclosing(self._core.stream(self._model, request)) as batches:
+            async for batch in batches:
+                yield batch
 
     def __del__(self) -> None:
         """Serve calls this when it stops the replica: the share goes back to the ledger."""

@@ -2,7 +2,9 @@
 
 Bodies reject unknown fields, so a parameter the server would ignore (``logprobs``, ``n=2``) is a 400
 naming it, not a silent surprise. Images may arrive only as ``data:`` URLs: the server never fetches
-a URL a request names (engines would: HF vision loads http URLs and file paths).
+a URL a request names (engines would: HF vision loads http URLs and file paths). A chat body becomes a
+``ChatRequest`` through the request core the Python clients use, and a ``ChatResult`` comes back as
+OpenAI's answer, with no client object between.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..clients.requests import Answer, advertised_tools, chat_request
+from ..models.model_string import ResolvedModel
+from ..models.wire import ChatDelta, ChatRequest, Endpoint
 
 
 class Body(BaseModel):
@@ -73,7 +78,8 @@ class Message(Body):
     tool_call_id: str | None = None
 
     def as_aimu(self) -> dict[str, Any]:
-        """aimu's message dict: ``developer`` is a system turn, tool-call arguments parsed to dicts."""
+        """The message as a request carries it (aimu's form): ``developer`` is a system turn, tool-call arguments
+        parsed to dicts, as the limits measure them and every engine reads them."""
         message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role}
         if self.content is not None:
             message["content"] = (self.content if isinstance(self.content, str)
@@ -142,6 +148,17 @@ class ChatCompletionRequest(Body):
 
     def tool_dicts(self) -> list[dict]:
         return [tool.model_dump(exclude_none=True) for tool in self.tools or []]
+
+    def has_images(self) -> bool:
+        return any(isinstance(message.content, list) and any(isinstance(part, ImagePart) for part in message.content)
+                   for message in self.messages)
+
+    def as_request(self, model: ResolvedModel, warn: Callable[[str], None]) -> ChatRequest:
+        """This body as the request for a served ``model``; the server owns the endpoint."""
+        use_tools = self.tool_choice != "none"
+        return chat_request(model, Endpoint(), [message.as_aimu() for message in self.messages], warn=warn,
+                            generate_kwargs=self.generate_kwargs(), thinking=self.thinking(),
+                            tools=advertised_tools(model, self.tool_dicts(), use_tools), stream=self.stream)
 
 
 SIZE = r"^(auto|[1-9][0-9]{1,3}x[1-9][0-9]{1,3})$"
@@ -229,16 +246,26 @@ def usage_out(usage: dict | None) -> dict | None:
             "total_tokens": usage.get("total_tokens", 0)}
 
 
-def chat_completion(id: str, model: str, content: str, thinking: str | None, calls: list[dict],
-                    stop_reason: str | None, usage: dict | None) -> dict:
-    message: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else "")}
-    if thinking:
-        message["reasoning_content"] = thinking
+def chat_completion(id: str, model: str, answer: Answer) -> dict:
+    calls = answer.tool_calls
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content or (None if calls else "")}
+    if answer.thinking:
+        message["reasoning_content"] = answer.thinking
     if calls:
         message["tool_calls"] = tool_calls_out(calls)
     return {"id": id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(stop_reason, calls)}],
-            "usage": usage_out(usage)}
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(answer.stop_reason, calls)}],
+            "usage": usage_out(answer.usage)}
+
+
+def delta_out(delta: ChatDelta) -> dict:
+    """A streamed piece as OpenAI's delta: thinking as ``reasoning_content``, the answer as ``content``."""
+    return {"reasoning_content" if delta.phase == "thinking" else "content": delta.text}
+
+
+def tool_calls_delta(calls: list[dict]) -> dict:
+    """The recorded tool calls as one stream delta, each with its index."""
+    return {"tool_calls": [dict(call, index=index) for index, call in enumerate(tool_calls_out(calls))]}
 
 
 def chat_chunk(id: str, model: str, delta: dict | None, finish: str | None = None, usage: dict | None = None) -> dict:
@@ -250,6 +277,6 @@ def chat_chunk(id: str, model: str, delta: dict | None, finish: str | None = Non
     return chunk
 
 
-
-__all__ = ["AudioGenerationRequest", "ChatCompletionRequest", "ImageGenerationRequest",
-           "chat_chunk", "chat_completion", "completion_id", "error_response", "finish_reason", "usage_out"]
+__all__ = ["AudioGenerationRequest", "ChatCompletionRequest", "ImageGenerationRequest", "chat_chunk",
+           "chat_completion", "completion_id", "delta_out", "error_response", "finish_reason", "tool_calls_delta",
+           "usage_out"]

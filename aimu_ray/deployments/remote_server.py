@@ -20,7 +20,7 @@ from ..models.errors import ModelLoadError
 from ..models.media import ImageRequest
 from ..models.model_string import ResolvedModel, resolve_model
 from ..models.wire import ChatRequest, Endpoint
-from ..hosts.coalesce import coalesce
+from ..hosts.core import HostCore
 from .config import ServedModel
 
 
@@ -28,6 +28,7 @@ from .config import ServedModel
 class RemoteServer:
     def __init__(self, models: list[ServedModel]) -> None:
         self._engines = EngineCache()
+        self._core = HostCore("remote models")
         self._resolved = {model.name: resolve_model(model.model) for model in models}
         self._endpoints: dict[str, Endpoint | Exception] = {
             model.name: _endpoint(self._resolved[model.name], model) for model in models}
@@ -38,11 +39,12 @@ class RemoteServer:
         return {"state": "failed" if failed else "ready", "error": str(endpoint) if failed else None}
 
     async def run(self, name: str, request: ChatRequest | ImageRequest):
-        return await self._engines.run(self._configured(name, request))
+        request = self._configured(name, request)
+        return await self._core.run(self._engines.get(request), request)
 
     async def stream(self, name: str, request: ChatRequest | ImageRequest) -> AsyncIterator[list]:
         request = self._configured(name, request)
-        async with aclosing(coalesce(self._engines.get(request).stream(request))) as batches:
+        async with aclosing(self._core.stream(self._engines.get(request), request)) as batches:
             async for batch in batches:
                 yield batch
 

@@ -1,73 +1,91 @@
-"""Engines: plain classes that turn a ``ChatRequest`` into one provider call, with no Ray in sight.
+"""Engines: plain classes that turn one request into its whole answer (``run``) or into a stream ending in it
+(``stream``), for every modality, with no Ray in sight.
 
-``ENGINES`` maps a provider's wire protocol (``PROVIDERS[key].protocol``) to its engine class, and
-``EngineCache`` keeps one engine per protocol and endpoint so that concurrent requests share one SDK
-client and its connection pool. SDKs are imported only when an engine is built.
+``ENGINES`` names the engine of each (wire protocol, task), remote and in-process alike, by import path: a
+module is imported on first use, so an SDK, torch, diffusers or llama_cpp loads only in the process where such
+a request runs. A provider's protocol for a task comes from its row (``ProviderSpec.protocol_for``).
+``EngineCache`` keeps one remote engine per protocol, task and endpoint, so that concurrent requests share one
+SDK client and its connection pool; ``load_engine`` builds (and so loads) an in-process one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+from types import MappingProxyType
+from typing import Mapping
 
-from ..models.providers import PROVIDERS
-from ..models.media import ImageRequest
-from ..models.wire import ChatRequest, Endpoint
-from .remote.anthropic import AnthropicEngine
+from ..models.load import ModelLoad, Target, Task
+from ..models.media import AudioRequest, ImageRequest
+from ..models.providers import PROVIDERS, ProviderSpec
+from ..models.wire import ChatRequest
 from .base import Engine
-from .remote.ollama import OllamaEngine
-from .remote.openai import OpenAICompatEngine
 
-ENGINES: dict[str, type[Engine]] = {
-    "openai": OpenAICompatEngine,
-    "anthropic": AnthropicEngine,
-    "ollama": OllamaEngine,
-}
+ENGINES: Mapping[tuple[str, Task], str] = MappingProxyType({
+    ("openai", "text"): "aimu_ray.engines.remote.openai:OpenAICompatEngine",
+    ("anthropic", "text"): "aimu_ray.engines.remote.anthropic:AnthropicEngine",
+    ("ollama", "text"): "aimu_ray.engines.remote.ollama:OllamaEngine",
+    ("gemini", "image"): "aimu_ray.engines.remote.gemini_image:GeminiImageEngine",
+    ("hf", "text"): "aimu_ray.engines.local.hf_text:HFTextEngine",
+    ("llamacpp", "text"): "aimu_ray.engines.local.llamacpp:LlamaCppEngine",
+    ("hf", "image"): "aimu_ray.engines.local.diffusers_image:DiffusersImageEngine",
+    ("hf", "audio"): "aimu_ray.engines.local.hf_audio:HFAudioEngine",
+})
+# The engines that need more than their protocol's own extra (PROVIDERS[protocol].extra): diffusers and the rest.
+EXTRAS: Mapping[tuple[str, Task], str] = MappingProxyType({("hf", "image"): "image", ("hf", "audio"): "audio"})
+TASKS: Mapping[type, Task] = MappingProxyType({ChatRequest: "text", ImageRequest: "image", AudioRequest: "audio"})
 
 
 class EngineCache:
-    """One engine per (protocol, endpoint), built on first use and reused by every later request."""
+    """One remote engine per (protocol, task, endpoint), built on first use and reused by every later request."""
 
     def __init__(self) -> None:
         self._engines: dict[tuple, Engine] = {}
 
     def get(self, request: ChatRequest | ImageRequest) -> Engine:
-        """The chat engine of the request's provider, or the image engine for a remote image request."""
-        image = isinstance(request, ImageRequest)
-        protocol = _image_protocol(request.provider) if image else protocol_of(request.provider)
-        key = (protocol, request.endpoint.cache_key())
+        """The remote engine for the request's provider and modality."""
+        task = TASKS[type(request)]
+        protocol = protocol_of(request.provider, task)
+        key = (protocol, task, request.endpoint.cache_key())
         if key not in self._engines:
-            self._engines[key] = _image_engine(request.endpoint) if image else ENGINES[protocol](request.endpoint)
+            self._engines[key] = engine_class(protocol, task)(request.endpoint)
         return self._engines[key]
-
-    async def run(self, request: ChatRequest | ImageRequest):
-        """One whole answer from the request's engine: a chat, or images from a remote image provider."""
-        engine = self.get(request)
-        return await (engine.chat(request) if isinstance(request, ChatRequest) else engine.generate(request))
 
     async def aclose(self) -> None:
         engines, self._engines = list(self._engines.values()), {}
         await asyncio.gather(*(engine.aclose() for engine in engines))
 
 
-def _image_protocol(provider: str) -> str:
-    if provider != "gemini":
-        raise ValueError(f"No remote image engine for provider {provider!r}: remote images come from 'gemini'.")
-    return "gemini-image"
+def load_engine(load: ModelLoad, target: Target) -> Engine:
+    """Build (and so load) the in-process engine for ``load`` on ``target``."""
+    return engine_class(protocol_of(load.provider, load.task, in_process=True), load.task)(load, target)
 
 
-def _image_engine(endpoint: Endpoint) -> Engine:
-    from .remote.gemini_image import GeminiImageEngine   # google-genai is imported only where images are made
-    return GeminiImageEngine(endpoint)
+def protocol_of(provider: str, task: Task = "text", *, in_process: bool = False) -> str:
+    """The wire protocol of a provider's ``task`` requests, or a ValueError naming the providers that have an
+    engine for it: remote ones, or with ``in_process`` those whose model runs in the hosting process."""
+    def has_engine(spec: ProviderSpec) -> bool:
+        return spec.in_process == in_process and (spec.protocol_for(task), task) in ENGINES
 
-
-def protocol_of(provider: str) -> str:
-    """The wire protocol a provider key speaks, or a ValueError listing the keys that exist."""
     spec = PROVIDERS.get(provider)
-    if spec is None or spec.protocol not in ENGINES:
-        known = ", ".join(key for key, s in PROVIDERS.items() if s.protocol in ENGINES)
-        raise ValueError(f"No remote engine for provider {provider!r}. Remote providers: {known}.")
-    return spec.protocol
+    if spec is None or not has_engine(spec):
+        where = "in-process" if in_process else "remote"
+        known = ", ".join(key for key, s in PROVIDERS.items() if has_engine(s))
+        raise ValueError(f"No {where} engine for provider {provider!r} and task {task!r}. "
+                         f"{where.capitalize()} providers: {known}.")
+    return spec.protocol_for(task)
 
 
-__all__ = ["ENGINES", "AnthropicEngine", "Engine", "EngineCache", "OllamaEngine", "OpenAICompatEngine",
-           "protocol_of"]
+def engine_class(protocol: str, task: Task) -> type[Engine]:
+    """The engine class of (protocol, task), imported now; an ImportError names the extra to install."""
+    module_name, _, class_name = ENGINES[(protocol, task)].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        extra = EXTRAS.get((protocol, task), PROVIDERS[protocol].extra)
+        raise ImportError(f"{protocol}:{task} models need packages missing where the model runs ({error.name}): "
+                          f"pip install 'aimu_ray[{extra}]' on every node that hosts models.") from error
+    return getattr(module, class_name)
+
+
+__all__ = ["ENGINES", "EngineCache", "engine_class", "load_engine", "protocol_of"]

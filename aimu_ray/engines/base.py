@@ -1,4 +1,4 @@
-"""The engine protocol and the one retry loop every remote provider shares.
+"""The engine protocol and the retry policy every remote provider shares (the loop itself: ``models.retry``).
 
 An engine is a plain class that knows nothing of Ray: it turns a ``ChatRequest`` into one provider
 call and the answer into a ``ChatResult`` (or a stream of ``ChatDelta`` ending in a ``ChatResult``).
@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from contextlib import aclosing
 from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 from ..models.errors import ConnectionDroppedError, ModelTimeoutError, ProviderError
+from ..models.retry import ShouldRetry, retried, retried_stream
+from ..models.media import AudioProgress, AudioRequest, AudioResult, ImageProgress, ImageRequest, ImageResult
 from ..models.wire import ChatDelta, ChatRequest, ChatResult
 
 logger = logging.getLogger("aimu_ray")
@@ -27,9 +28,15 @@ MAX_RETRY_AFTER_S = 60.0
 
 
 class Engine(Protocol):
-    async def chat(self, request: ChatRequest) -> ChatResult: ...
+    """Every engine, whatever it makes: ``run`` gives the whole answer, ``stream`` progress (deltas of text,
+    denoising steps) ending in that answer. Requests and answers go by modality: a ``ChatRequest`` gets a
+    ``ChatResult``, an ``ImageRequest`` an ``ImageResult``, an ``AudioRequest`` an ``AudioResult``."""
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]: ...
+    async def run(self, request: ChatRequest | ImageRequest | AudioRequest) -> ChatResult | ImageResult | AudioResult:
+        ...
+
+    def stream(self, request: ChatRequest | ImageRequest | AudioRequest) -> AsyncIterator[
+            ChatDelta | ChatResult | ImageProgress | ImageResult | AudioProgress | AudioResult]: ...
 
     async def aclose(self) -> None: ...
 
@@ -50,32 +57,22 @@ def backoff_delay(attempt: int, error: BaseException) -> float:
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], max_retries: int) -> T:
-    for attempt in range(max_retries + 1):
-        try:
-            return await call()
-        except Exception as error:
-            if attempt == max_retries or not is_retryable(error):
-                raise
-            delay = backoff_delay(attempt, error)
-            logger.warning("%s; retry %d/%d in %.2fs", type(error).__name__, attempt + 1, max_retries, delay)
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
+    return await retried(call, _backing_off(max_retries, ""))
 
 
-async def stream_with_retries(open_stream: Callable[[], AsyncIterator[T]], max_retries: int) -> AsyncIterator[T]:
+def stream_with_retries(open_stream: Callable[[], AsyncIterator[T]], max_retries: int) -> AsyncIterator[T]:
     """Retry a stream only while it has produced nothing: once text reached the caller, a retry would repeat it."""
-    for attempt in range(max_retries + 1):
-        started = False
-        try:
-            async with aclosing(open_stream()) as items:   # a consumer that stops early closes the provider stream
-                async for item in items:
-                    started = True
-                    yield item
-            return
-        except Exception as error:
-            if started or attempt == max_retries or not is_retryable(error):
-                raise
-            delay = backoff_delay(attempt, error)
-            logger.warning("%s before the first chunk; retry %d/%d in %.2fs",
-                           type(error).__name__, attempt + 1, max_retries, delay)
-            await asyncio.sleep(delay)
+    return retried_stream(open_stream, _backing_off(max_retries, " before the first chunk"))
+
+
+def _backing_off(max_retries: int, when: str) -> ShouldRetry:
+    """Retry what may succeed later (``is_retryable``), up to ``max_retries`` times, after ``backoff_delay``."""
+    async def should_retry(error: Exception, attempt: int, started: bool) -> bool:
+        if started or attempt == max_retries or not is_retryable(error):
+            return False
+        delay = backoff_delay(attempt, error)
+        logger.warning("%s%s; retry %d/%d in %.2fs", type(error).__name__, when, attempt + 1, max_retries, delay)
+        await asyncio.sleep(delay)
+        return True
+
+    return should_retry

@@ -2,8 +2,9 @@
 
 ``HostedModel`` loads the engine where placement put it (falling back to CPU when the process cannot
 see CUDA), keeps a load failure to re-raise to whoever asks instead of crashing the host, measures the
-memory the model really holds, and runs requests. The hosts add only what is theirs: naming, idle
-retirement and registry reports for actors; deployment options and health for Serve.
+memory the model really holds, and stands for the engine to its host's ``HostCore`` (``run`` / ``stream``
+raise the load failure instead). The hosts add only what is theirs: naming, idle retirement and registry
+reports for actors; deployment options and health for Serve.
 """
 
 from __future__ import annotations
@@ -11,16 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import ray
 from pydantic import BaseModel
 
-from ..engines.local import load_engine
+from ..engines import load_engine
+from ..engines.base import Engine
 from ..models.errors import ModelLoadError
 from ..models.load import ModelLoad, Target
-from .coalesce import coalesce
 
 logger = logging.getLogger("aimu_ray")
 
@@ -44,8 +44,7 @@ class HostedModel:
     """The engine of one ``ModelLoad`` on one ``Target``, loaded in the constructor."""
 
     def __init__(self, load: ModelLoad, target: Target) -> None:
-        self.load = load
-        self.engine: Any = None
+        self.engine: Engine | None = None
         self.error: BaseException | None = None
         self.use: MeasuredUse | None = None
         started = time.perf_counter()
@@ -70,17 +69,16 @@ class HostedModel:
         return self.use
 
     async def run(self, request):
-        """One whole answer: a ChatResult, ImageResult or AudioResult."""
-        self.ready()
-        call = self.engine.chat if self.load.task == "text" else self.engine.generate
-        return await call(request)
+        """The engine's whole answer: a ChatResult, ImageResult or AudioResult."""
+        return await self._loaded().run(request)
 
-    async def stream(self, request) -> AsyncIterator[list]:
-        """The engine's stream in batches of what is ready (``streaming.coalesce``); closing it stops the engine."""
+    def stream(self, request) -> AsyncIterator:
+        """The engine's stream: progress or deltas, ending in the answer."""
+        return self._loaded().stream(request)
+
+    def _loaded(self) -> Engine:
         self.ready()
-        async with aclosing(coalesce(self.engine.stream(request))) as batches:
-            async for batch in batches:
-                yield batch
+        return self.engine
 
     def current_use(self) -> MeasuredUse | None:
         return self.use and self.use.model_copy(update=_current_use(self.use))

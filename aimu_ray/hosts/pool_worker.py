@@ -23,7 +23,7 @@ from ..cluster.connection import NAMESPACE
 from ..engines import EngineCache
 from ..models.media import ImageRequest, ImageResult
 from ..models.wire import ChatRequest, ChatResult
-from .coalesce import coalesce
+from .core import HostCore
 
 # A full worker (max_concurrency requests running) must still answer the manager: control calls get a
 # concurrency group of their own. They only read or swap attributes, so running on another thread is safe.
@@ -38,26 +38,25 @@ class PoolWorker:
         self._limits = limits
         self._limiter = limiter
         self._engines = EngineCache()
-        self._in_flight = 0
+        self._core = HostCore(f"pool worker {key}")
         self._tickets = itertools.count()
         self._held: dict[str, str] = {}          # ticket -> provider, for each permit held now
 
     async def run(self, request: ChatRequest | ImageRequest) -> ChatResult | ImageResult:
         """One whole answer: a chat from any remote provider, or images from a remote image provider."""
-        async with self._admitted(request.provider):
-            return await self._engines.run(request)
+        return await self._core.run(self._engines.get(request), request, self._permit(request.provider))
 
     async def stream(self, request: ChatRequest | ImageRequest) -> AsyncIterator[list]:
-        """The engine's stream in batches of what is ready (see ``streaming.coalesce``)."""
-        async with self._admitted(request.provider):
-            async with aclosing(coalesce(self._engines.get(request).stream(request))) as batches:
-                async for batch in batches:
-                    yield batch
+        """The engine's stream in batches of what is ready (see ``coalesce``)."""
+        batches = self._core.stream(self._engines.get(request), request, self._permit(request.provider))
+        async with aclosing(batches):
+            async for batch in batches:
+                yield batch
 
     @ray.method(concurrency_group=CONTROL)
     def in_flight(self) -> int:
-        """Requests running now; the manager reads it to decide when the pool grows."""
-        return self._in_flight
+        """Requests running now (waiting for a permit included); the manager reads it to decide when the pool grows."""
+        return self._core.in_flight
 
     @ray.method(concurrency_group=CONTROL)
     def held_permits(self) -> dict[str, str]:
@@ -70,25 +69,24 @@ class PoolWorker:
         self._limiter = limiter
 
     @asynccontextmanager
-    async def _admitted(self, provider: str):
-        """Count the request, and hold a permit of the provider's limit around it if it has one.
+    async def _permit(self, provider: str):
+        """A permit of the provider's cluster-wide limit, held around the request if the provider has one.
 
         The permit is released on every exit (answer, error, cancellation), and a release never waits:
         the limiter accepts it even before the acquire it cancels.
         """
         limiter = self._limiter if provider in self._limits else None
-        ticket = None if limiter is None else f"{self._key}:{next(self._tickets)}"
-        self._in_flight += 1
+        if limiter is None:
+            yield
+            return
+        ticket = f"{self._key}:{next(self._tickets)}"
         try:
-            if limiter is not None:
-                await limiter.acquire.remote(provider, self._key, ticket)
-                self._held[ticket] = provider
+            await limiter.acquire.remote(provider, self._key, ticket)
+            self._held[ticket] = provider
             yield
         finally:
-            self._in_flight -= 1
-            if limiter is not None:
-                self._held.pop(ticket, None)
-                limiter.release.remote(ticket)
+            self._held.pop(ticket, None)
+            limiter.release.remote(ticket)
 
 
 def named_workers() -> dict[str, ActorHandle]:

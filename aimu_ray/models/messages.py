@@ -102,23 +102,6 @@ def recorded_calls(message: dict) -> list[dict]:
             for c in message.get("tool_calls", [])]
 
 
-def openai_wire_messages(messages: list[dict]) -> list[dict]:
-    """Tool-call arguments are stored as dicts; OpenAI-format wires want them as JSON strings."""
-    out = []
-    for message in messages:
-        if message.get("tool_calls"):
-            message = dict(message, tool_calls=[
-                dict(call, function=dict(call["function"], arguments=_json_arguments(call["function"]["arguments"])))
-                for call in message["tool_calls"]
-            ])
-        out.append(message)
-    return out
-
-
-def _json_arguments(arguments: Any) -> str:
-    return arguments if isinstance(arguments, str) else json.dumps(arguments)
-
-
 def parse_arguments(raw: Any) -> dict:
     """Tool-call arguments from a wire (JSON string or dict) as a dict; unparseable text is kept, not lost."""
     if isinstance(raw, dict):

@@ -13,12 +13,11 @@ import time
 
 import httpx
 import pytest
-import ray
 from ray import serve
 
 import aimu_ray
 from aimu_ray.demo.servers import free_port
-from aimu_ray.deployments import AppConfig, run
+from aimu_ray.deployments import AppConfig
 from tests.fakes.server import FakeServer
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures"]
@@ -40,18 +39,14 @@ def slow_server():
 
 
 @pytest.fixture(scope="module")
-def app(tiny_hf_dir, slow_server, tmp_path_factory):
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")
+def app(serve_app, tiny_hf_dir, slow_server, tmp_path_factory):
     config = AppConfig(port=free_port(), output_dir=tmp_path_factory.mktemp("autoscaling"),
                        remote={"autoscaling_config": SCALING}, models=[
         {"name": "slow", "model": f"openai-compat:m@{slow_server.url}/v1", "options": {"max_retries": 0}},
         {"name": "tiny", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 2},
          "autoscaling_config": SCALING},
     ])
-    run(config, access_log=False)
-    yield f"http://127.0.0.1:{config.port}"
-    serve.shutdown()
-    aimu_ray.shutdown()
+    return serve_app(config)
 
 
 def running_replicas(deployment: str) -> int:

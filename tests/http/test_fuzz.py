@@ -13,15 +13,12 @@ import copy
 import httpx
 import hypothesis.strategies as st
 import pytest
-import ray
 import schemathesis
 from hypothesis import HealthCheck, settings
-from ray import serve
 from schemathesis.checks import not_a_server_error
 
-import aimu_ray
 from aimu_ray.demo.servers import free_port
-from aimu_ray.deployments import AppConfig, run
+from aimu_ray.deployments import AppConfig
 from aimu_ray.deployments.ingress import api
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures", "tests.fakes.fixtures"]
@@ -37,16 +34,12 @@ TINY_TOKEN_CAP = 16
 
 
 @pytest.fixture(scope="module")
-def app(tiny_hf_dir, fake_server, tmp_path_factory):
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")
+def app(serve_app, tiny_hf_dir, fake_server, tmp_path_factory):
     config = AppConfig(port=free_port(), output_dir=tmp_path_factory.mktemp("fuzz"), api_keys=[KEY], models=[
         {"name": "gpt", "model": f"openai-compat:m@{fake_server.url}/v1", "options": {"max_retries": 0}},
         {"name": "tiny", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 4}},
     ])
-    run(config, access_log=False)
-    yield f"http://127.0.0.1:{config.port}"
-    serve.shutdown()
-    aimu_ray.shutdown()
+    return serve_app(config)
 
 
 def _steer(context, body):

@@ -23,7 +23,7 @@ from ray import serve
 
 import aimu_ray
 from aimu_ray.demo.servers import free_port
-from aimu_ray.deployments import AppConfig, connect, run
+from aimu_ray.deployments import AppConfig, connect
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures", "tests.fixtures.image_fixtures", "tests.fixtures.audio_fixtures",
                   "tests.fakes.fixtures"]
@@ -38,9 +38,8 @@ LIMITS = {"max_body_bytes": 256 * 1024, "max_messages": 8, "max_prompt_chars": 5
 
 
 @pytest.fixture(scope="module")
-def app(tiny_hf_dir, tiny_sd_dir, tiny_musicgen_dir, fake_server, tmp_path_factory):
+def app(serve_app, tiny_hf_dir, tiny_sd_dir, tiny_musicgen_dir, fake_server, tmp_path_factory):
     os.environ["AIMU_RAY_TEST_PROVIDER_KEY"] = PROVIDER_KEY       # reaches the remote replicas, never a response
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")
     config = AppConfig(port=free_port(), output_dir=tmp_path_factory.mktemp("served"), api_keys=[KEY], limits=LIMITS,
                        models=[
         {"name": "tiny", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 8}},
@@ -53,10 +52,7 @@ def app(tiny_hf_dir, tiny_sd_dir, tiny_musicgen_dir, fake_server, tmp_path_facto
         {"name": "plain", "model": f"openai-compat:plain@{fake_server.url}/v1", "options": {"max_retries": 0}},
         {"name": "keyless", "model": "anthropic:claude-sonnet-4-6", "api_key_env": "AIMU_RAY_TEST_UNSET_KEY"},
     ])
-    run(config, access_log=False)
-    yield f"http://127.0.0.1:{config.port}"
-    serve.shutdown()
-    aimu_ray.shutdown()
+    return serve_app(config)
 
 
 @pytest.fixture(scope="module")

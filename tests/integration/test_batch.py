@@ -19,11 +19,11 @@ import pytest
 import ray
 from PIL import Image
 
-import aimu_ray
 from aimu_ray import aio
 from aimu_ray.batch import run_batch, run_batch_sync
 
 pytest_plugins = ["tests.fakes.fixtures", "tests.fixtures.image_fixtures"]
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 SECRET = "sk-batch-secret-0123456789abcdef"
 GUARD_S = 90        # only so that a broken job fails the test instead of hanging the run
@@ -36,13 +36,6 @@ except BatchInterrupted as stopped:
     print(stopped, file=sys.stderr)
     sys.exit(130)
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    aimu_ray.init(num_cpus=2)
-    yield
-    aimu_ray.shutdown()
 
 
 def write_jsonl(path: Path, *lines) -> Path:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 import soundfile
 from PIL import Image
 
@@ -27,6 +26,8 @@ from aimu_ray.models.media import ImageRequest
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures", "tests.fixtures.image_fixtures", "tests.fixtures.audio_fixtures",
                   "tests.fakes.fixtures"]
+pytestmark = pytest.mark.usefixtures("local_ray")
+RAY_INIT = {"num_cpus": 4}
 GUARD_S = 120
 IMAGE = {"num_inference_steps": 2, "seed": 7}
 # Float sums depend on the kernels CPU BLAS picks for a thread count and a batch shape: the same seed gives
@@ -37,13 +38,6 @@ PIXEL_LEVELS = 2
 
 def pixels_close(a, b) -> bool:
     return np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max() <= PIXEL_LEVELS
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")
-    yield
-    aimu_ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +52,7 @@ async def test_a_seeded_image_is_the_same_through_the_actor_as_in_process(tiny_s
     again = await client.generate("a red fox", format="bytes", **IMAGE)
     assert first == again
     engine = DiffusersImageEngine(load_for("hf", "image", str(tiny_sd_dir), {}), Target())
-    direct = (await engine.generate(ImageRequest(provider="hf", model=str(tiny_sd_dir), prompt="a red fox",
+    direct = (await engine.run(ImageRequest(provider="hf", model=str(tiny_sd_dir), prompt="a red fox",
                                                  **IMAGE))).images[0]
     await engine.aclose()
     # Ray gives the actor one CPU thread, this process has two.

@@ -19,7 +19,7 @@ import ray
 
 import aimu_ray
 from aimu_ray import aio
-from aimu_ray.backends.model import model_backend
+from aimu_ray.backends import backend_for
 from aimu_ray.cluster.connection import NAMESPACE
 from aimu_ray.cluster import GPU, Inventory, Node, set_fake_inventory
 from aimu_ray.cluster.model_size import need_for
@@ -27,16 +27,10 @@ from aimu_ray.models.errors import ModelConnectionError
 from aimu_ray.models.load import load_for
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures"]
+pytestmark = pytest.mark.usefixtures("local_ray")
+RAY_INIT = {"num_cpus": 4, "num_gpus": 2}     # logical GPUs, as many as `two_gpus` makes up
 GUARD_S = 120            # only so that a broken actor fails the test instead of hanging the run
 GREEDY = {"max_tokens": 8, "do_sample": False}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    set_fake_inventory(None)
-    aimu_ray.shutdown()
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +91,7 @@ async def test_concurrent_requests_share_forward_passes(tiny_hf_dir, two_gpus):
     answers = await asyncio.wait_for(asyncio.gather(*(client.generate(f"prompt {i}", generate_kwargs=GREEDY)
                                                       for i in range(12))), GUARD_S)
     assert len(answers) == 12
-    actor = await model_backend(client._load).actor()
+    actor = await backend_for(client._load).actor()
     stats = (await actor.info.remote())["engine"]
     assert stats["rows"] >= 13 and stats["generate_calls"] < stats["rows"]
 
@@ -108,7 +102,7 @@ async def test_stream_arrives_while_the_model_is_still_generating(tiny_hf_dir, t
                                generate_kwargs={"max_tokens": 400, "do_sample": False})
     first = await asyncio.wait_for(stream.__anext__(), GUARD_S)
     assert first.is_text()
-    actor = await model_backend(client._load).actor()
+    actor = await backend_for(client._load).actor()
     assert (await actor.info.remote())["in_flight"] == 1          # the answer is not finished yet
     rest = [chunk async for chunk in stream]
     assert first.content + "".join(c.content for c in rest) == client.messages[-1]["content"]
@@ -117,7 +111,7 @@ async def test_stream_arrives_while_the_model_is_still_generating(tiny_hf_dir, t
 async def test_a_killed_actor_fails_in_flight_requests_then_comes_back(tiny_hf_dir, two_gpus):
     client = hf(tiny_hf_dir)
     await client.chat("warm up", generate_kwargs=GREEDY)
-    actor = await model_backend(client._load).actor()
+    actor = await backend_for(client._load).actor()
     stream = await client.chat("long", stream=True, generate_kwargs={"max_tokens": 2000, "do_sample": False})
     await asyncio.wait_for(stream.__anext__(), GUARD_S)
     ray.kill(actor, no_restart=False)                             # a crash: Ray restarts it
@@ -126,7 +120,7 @@ async def test_a_killed_actor_fails_in_flight_requests_then_comes_back(tiny_hf_d
             pass
     answer = await asyncio.wait_for(client.generate("again", generate_kwargs=GREEDY), GUARD_S)
     assert isinstance(answer, str)
-    assert (await model_backend(client._load).actor())._actor_id == actor._actor_id   # the same actor, restarted
+    assert (await backend_for(client._load).actor())._actor_id == actor._actor_id   # the same actor, restarted
 
 
 async def test_idle_actor_unloads_and_gives_its_gpu_share_back(tiny_hf_dir, two_gpus):

@@ -23,7 +23,7 @@ from ray.exceptions import RayTaskError
 from ray.experimental.internal_kv import _internal_kv_del
 
 import aimu_ray
-from aimu_ray.backends import remote_backend
+from aimu_ray.backends.pool import pool_backend
 from aimu_ray.hosts.limiter import LIMITER_NAME, LIMITS_KEY
 from aimu_ray.cluster.connection import NAMESPACE
 from aimu_ray.hosts.pool_manager import MANAGER_NAME, get_manager
@@ -32,7 +32,7 @@ from aimu_ray.models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint
 from aimu_ray.hosts.pool_manager import PoolConfig
 from tests.fakes import FakeServer
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("local_ray")]
 HANG_GUARD_S = 60      # only so that a broken limiter fails the test instead of hanging the run
 SLOW_S = 600           # a provider answer slower than any test waits: the request is surely in flight
 RESTART_S = 4          # longer than Ray takes to restart an actor here (1-2 s)
@@ -65,13 +65,6 @@ class PeakConcurrency:
             self.active.discard(token)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    aimu_ray.init(num_cpus=2)
-    yield
-    aimu_ray.shutdown()
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeServer]:
     server = FakeServer()
@@ -90,7 +83,7 @@ def fake(server: FakeServer) -> FakeServer:
 @pytest.fixture(autouse=True)
 def fresh_pool() -> Iterator[None]:
     yield
-    remote_backend().reset()
+    pool_backend().reset()
     _internal_kv_del(LIMITS_KEY, namespace=NAMESPACE)
     names = [actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
              if actor["namespace"] == NAMESPACE]     # the manager, the workers, the limiter: each detached
@@ -135,14 +128,14 @@ async def busy_worker() -> tuple:
 
 async def test_chat_through_the_pool(fake):
     fake.reply("Hello from the pool.", prompt_tokens=5, completion_tokens=4)
-    result = await remote_backend().call(request(fake))
+    result = await pool_backend().call(request(fake))
     assert result.content == "Hello from the pool." and result.usage.input_tokens == 5
     assert fake.requests[-1].body["messages"] == [{"role": "user", "content": "hi"}]
 
 
 async def test_stream_arrives_in_pieces_then_the_result(fake):
     fake.reply("Ray streams every piece.", reasoning="Think.")
-    items = [item async for item in remote_backend().stream(request(fake, stream=True))]
+    items = [item async for item in pool_backend().stream(request(fake, stream=True))]
     deltas, result = items[:-1], items[-1]
     assert len(deltas) > 2 and all(isinstance(d, ChatDelta) for d in deltas)
     assert "".join(d.text for d in deltas if d.phase == "generating") == "Ray streams every piece."
@@ -150,17 +143,17 @@ async def test_stream_arrives_in_pieces_then_the_result(fake):
 
 
 async def test_clients_in_other_threads_loops_and_processes_share_one_pool(fake):
-    ours = await remote_backend().call(request(fake, "from the test loop"))
+    ours = await pool_backend().call(request(fake, "from the test loop"))
     in_thread: list[ChatResult] = []
     thread = threading.Thread(target=lambda: in_thread.append(
-        asyncio.run(remote_backend().call(request(fake, "from another loop")))))
+        asyncio.run(pool_backend().call(request(fake, "from another loop")))))
     thread.start()
     thread.join()
     script = ("import asyncio, json, sys, ray\n"
-              "from aimu_ray.backends import remote_backend\n"
+              "from aimu_ray.backends.pool import pool_backend\n"
               "from aimu_ray.hosts.pool_manager import get_manager\n"
               "from aimu_ray.models.wire import ChatRequest\n"
-              "result = asyncio.run(remote_backend().call(ChatRequest.model_validate_json(sys.argv[1])))\n"
+              "result = asyncio.run(pool_backend().call(ChatRequest.model_validate_json(sys.argv[1])))\n"
               "print(json.dumps([result.content, sorted(ray.get(get_manager().workers.remote()))]))\n")
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     done = subprocess.run([sys.executable, "-c", script, request(fake, "from another process").model_dump_json()],
@@ -176,16 +169,16 @@ async def test_a_request_inside_another_ray_actor(fake):
     @ray.remote
     class Caller:
         async def ask(self, req: ChatRequest) -> str:
-            return (await remote_backend().call(req)).content
+            return (await pool_backend().call(req)).content
 
     assert await Caller.remote().ask.remote(request(fake, "from an actor")) == "echo: from an actor"
 
 
 async def test_a_killed_worker_is_replaced(fake):
-    await remote_backend().call(request(fake))
+    await pool_backend().call(request(fake))
     key, worker = next(iter((await workers()).items()))
     ray.kill(worker)
-    answers = await asyncio.gather(*(remote_backend().call(request(fake, f"n{i}")) for i in range(6)))
+    answers = await asyncio.gather(*(pool_backend().call(request(fake, f"n{i}")) for i in range(6)))
     assert [a.content for a in answers] == [f"echo: n{i}" for i in range(6)]
 
     async def replaced() -> bool:
@@ -196,7 +189,7 @@ async def test_a_killed_worker_is_replaced(fake):
 
 async def test_a_request_on_a_worker_that_dies_is_retried_on_another(fake):
     fake.fault(delay_s=SLOW_S)               # the first request hangs on the provider...
-    pending = asyncio.create_task(remote_backend().call(request(fake, "retry me")))
+    pending = asyncio.create_task(pool_backend().call(request(fake, "retry me")))
     await until(lambda: len(fake.requests) == 1)
     _, worker = await busy_worker()
     ray.kill(worker)                         # ...when its worker dies
@@ -207,7 +200,7 @@ async def test_a_request_on_a_worker_that_dies_is_retried_on_another(fake):
 async def test_a_stream_that_already_sent_text_fails_typed_when_its_worker_dies(fake):
     fake.reply("one two three four five six")
     fake.fault(chunk_delay_s=0.5)
-    stream = remote_backend().stream(request(fake, stream=True))
+    stream = pool_backend().stream(request(fake, stream=True))
     assert isinstance(await anext(stream), ChatDelta)
     _, worker = await busy_worker()
     ray.kill(worker)
@@ -237,16 +230,16 @@ async def test_permits_come_back_from_cancelled_requests_and_dead_workers(fake):
     aimu_ray.init(max_in_flight={"openai": 1})
     _, worker = next(iter((await workers()).items()))
     fake.fault(delay_s=SLOW_S)
-    cancelled = asyncio.create_task(remote_backend().call(request(fake, "cancel me")))
+    cancelled = asyncio.create_task(pool_backend().call(request(fake, "cancel me")))
     await until(lambda: len(fake.requests) == 1)
     cancelled.cancel()
-    assert (await asyncio.wait_for(remote_backend().call(request(fake, "next")), HANG_GUARD_S)).content == "echo: next"
+    assert (await asyncio.wait_for(pool_backend().call(request(fake, "next")), HANG_GUARD_S)).content == "echo: next"
 
     fake.fault(delay_s=SLOW_S)
     doomed = worker.run.remote(request(fake, "dies holding the permit"))
     await until(lambda: len(fake.requests) == 3)
     ray.kill(worker)
-    answer = await asyncio.wait_for(remote_backend().call(request(fake, "after")), HANG_GUARD_S)
+    answer = await asyncio.wait_for(pool_backend().call(request(fake, "after")), HANG_GUARD_S)
     assert answer.content == "echo: after"
     with pytest.raises(ray.exceptions.RayActorError):
         await doomed
@@ -256,10 +249,10 @@ async def test_closing_a_stream_early_cancels_it_and_returns_its_permit(fake):
     aimu_ray.init(max_in_flight={"openai": 1})
     fake.reply("word " * 1000)               # half a second a word: the stream would run for minutes
     fake.fault(chunk_delay_s=0.5)
-    stream = remote_backend().stream(request(fake, stream=True))
+    stream = pool_backend().stream(request(fake, stream=True))
     assert isinstance(await anext(stream), ChatDelta)
     await stream.aclose()
-    answer = await asyncio.wait_for(remote_backend().call(request(fake, "next")), HANG_GUARD_S)
+    answer = await asyncio.wait_for(pool_backend().call(request(fake, "next")), HANG_GUARD_S)
     assert answer.content == "echo: next"
 
 
@@ -271,18 +264,18 @@ async def test_the_in_flight_limit_outlives_the_manager_and_the_limiter(fake, lo
     for _ in range(2):
         fake.fault(delay_s=RESTART_S)                # the first two still hold their permits after the restart
     keys = sorted(await workers())
-    first = [asyncio.create_task(remote_backend().call(request(fake, f"a{i}"))) for i in range(10)]
+    first = [asyncio.create_task(pool_backend().call(request(fake, f"a{i}"))) for i in range(10)]
     await asyncio.wait_for(until(lambda: len(fake.app.active) == 2), HANG_GUARD_S)   # eight wait for permits
     for name in lost:
         ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=False)
-    second = [asyncio.create_task(remote_backend().call(request(fake, f"b{i}"))) for i in range(10)]
+    second = [asyncio.create_task(pool_backend().call(request(fake, f"b{i}"))) for i in range(10)]
     answers = await asyncio.wait_for(asyncio.gather(*first, *second), HANG_GUARD_S)
     assert [a.content for a in answers] == [f"echo: a{i}" for i in range(10)] + [f"echo: b{i}" for i in range(10)]
     assert sorted(await workers()) == keys           # the restarted manager adopted the running workers
 
     key, worker = next(iter((await workers()).items()))
     ray.kill(worker)                                 # its replacement learns the limits from the restarted manager
-    third = await asyncio.wait_for(asyncio.gather(*(remote_backend().call(request(fake, f"c{i}"))
+    third = await asyncio.wait_for(asyncio.gather(*(pool_backend().call(request(fake, f"c{i}"))
                                                     for i in range(10))), HANG_GUARD_S)
     assert [a.content for a in third] == [f"echo: c{i}" for i in range(10)] and key not in await workers()
     assert fake.app.peak == 2
@@ -291,7 +284,7 @@ async def test_the_in_flight_limit_outlives_the_manager_and_the_limiter(fake, lo
 async def test_the_pool_grows_under_load(fake):
     aimu_ray.init(pool=PoolConfig(min_workers=1, max_workers=3, scale_up_at=4, check_interval_s=0.1))
     fake.delay_s = 1.0
-    results = await asyncio.gather(*(remote_backend().call(request(fake, f"n{i}")) for i in range(40)))
+    results = await asyncio.gather(*(pool_backend().call(request(fake, f"n{i}")) for i in range(40)))
     assert len(results) == 40
     assert 1 < len(await workers()) <= 3
 
@@ -299,13 +292,13 @@ async def test_the_pool_grows_under_load(fake):
 async def test_errors_arrive_typed_not_wrapped_by_ray(fake):
     fake.fault(status=429, retry_after=7)
     with pytest.raises(RateLimitError) as caught:
-        await remote_backend().call(request(fake))
+        await pool_backend().call(request(fake))
     assert not isinstance(caught.value, RayTaskError)
     assert caught.value.status_code == 429 and caught.value.retry_after == 7
     assert isinstance(caught.value.__cause__, UpstreamError)
 
     fake.fault(status=400, message="bad request")
     with pytest.raises(ProviderError) as caught:
-        async for _ in remote_backend().stream(request(fake, stream=True)):
+        async for _ in pool_backend().stream(request(fake, stream=True)):
             pass
     assert type(caught.value) is ProviderError and caught.value.status_code == 400

@@ -16,15 +16,9 @@ from aimu_ray import aio
 from aimu_ray.models import errors
 
 pytest_plugins = ["tests.fakes.fixtures"]
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 SECRET = "sk-e2e-secret-0123456789abcdef"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    aimu_ray.init(num_cpus=2)
-    yield
-    aimu_ray.shutdown()
 
 
 def anthropic(fake, model="claude-sonnet-4-6", **kwargs):

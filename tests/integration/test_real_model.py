@@ -18,9 +18,11 @@ import ray
 
 import aimu_ray
 from aimu_ray import aio
-from aimu_ray.backends.model import model_backend
+from aimu_ray.backends import backend_for
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures"]
+pytestmark = pytest.mark.usefixtures("local_ray")
+RAY_INIT = {"num_cpus": 4}
 GUARD_S = 180            # a first load converts nothing here (the folder is cached) but shares 2 cores
 SYSTEM = "You are a helpful AI assistant."
 QUESTION = "What is the capital of France?"
@@ -31,11 +33,10 @@ QUESTIONS = [QUESTION, "What is the capital of Germany?", "What is the capital o
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")
+def unload_after_module(local_ray):
+    """The models still loaded after the last test are unloaded while the module's Ray still runs."""
     yield
     aimu_ray.run(aio.unload())
-    aimu_ray.shutdown()
 
 
 def hf(folder) -> aio.AsyncTextClient:
@@ -76,7 +77,7 @@ async def test_a_stream_equals_the_whole_answer(path, smollm2_hf_folder, smollm2
 async def test_eight_concurrent_greedy_chats_match_one_at_a_time(smollm2_hf_folder):
     one_at_a_time = [await asyncio.wait_for(hf(smollm2_hf_folder).chat(q, generate_kwargs=GREEDY), GUARD_S)
                      for q in QUESTIONS]
-    actor = await model_backend(hf(smollm2_hf_folder)._load).actor()
+    actor = await backend_for(hf(smollm2_hf_folder)._load).actor()
     before = (await actor.info.remote())["engine"]
 
     together = await asyncio.gather(*(hf(smollm2_hf_folder).chat(q, generate_kwargs=GREEDY) for q in QUESTIONS))

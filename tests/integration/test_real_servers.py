@@ -16,16 +16,10 @@ from aimu_ray import aio
 from aimu_ray.demo.servers import OpenAIServer
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures"]
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 GREEDY = {"max_tokens": 8, "temperature": 0}
 PROVIDER = {"llama_server": "llamaserver", "transformers_server": "hf-openai"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    aimu_ray.init(num_cpus=2)
-    yield
-    aimu_ray.shutdown()
 
 
 @pytest.fixture(params=list(PROVIDER))

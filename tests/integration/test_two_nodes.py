@@ -41,7 +41,7 @@ import ray
 
 import aimu_ray
 from aimu_ray import aio
-from aimu_ray.backends.model import model_backend
+from aimu_ray.backends import backend_for
 from aimu_ray.cluster import GPU, Inventory, Node, set_fake_inventory
 from aimu_ray.cluster.model_size import need_for
 from aimu_ray.demo.servers import free_port
@@ -133,7 +133,7 @@ def hf(tiny_hf_dir, **options) -> aio.AsyncTextClient:
 
 async def where_it_runs(client: aio.AsyncTextClient):
     """The model actor's own word: its MeasuredUse (node id, pid, GPUs Ray granted)."""
-    actor = await asyncio.wait_for(model_backend(client._load).actor(), GUARD_S)
+    actor = await asyncio.wait_for(backend_for(client._load).actor(), GUARD_S)
     info = await asyncio.wait_for(actor.info.remote(), GUARD_S)
     return info["use"]
 

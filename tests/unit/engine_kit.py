@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from aimu_ray.engines import ENGINES, protocol_of
+from aimu_ray.engines import engine_class, protocol_of
 from aimu_ray.models import ChatDelta, ChatRequest, ChatResult
 
 
 async def run(request: ChatRequest) -> tuple[list[ChatDelta], ChatResult]:
     """The deltas (none unless streaming) and the final result of one request on a fresh engine."""
-    engine = ENGINES[protocol_of(request.provider)](request.endpoint)
+    engine = engine_class(protocol_of(request.provider), "text")(request.endpoint)
     try:
         if not request.stream:
-            return [], await engine.chat(request)
+            return [], await engine.run(request)
         items = [item async for item in engine.stream(request)]
         assert all(isinstance(item, ChatDelta) for item in items[:-1]) and isinstance(items[-1], ChatResult)
         return items[:-1], items[-1]

@@ -12,6 +12,9 @@ import pytest
 from aimu_ray import aio, tool
 from aimu_ray.models import ChatDelta, ChatResult, MissingAPIKeyError, ToolCall, Usage
 from aimu_ray.clients.sync import TextClient
+from aimu_ray.clients.requests import fold, served_model
+from aimu_ray.clients.text import ServedTextClient
+from aimu_ray.deployments.openai_api import ChatCompletionRequest
 
 
 class ScriptedBackend:
@@ -274,7 +277,7 @@ def test_a_served_remote_model_reads_the_variable_on_its_replica(monkeypatch):
 
 def served(model, *results):
     backend = ScriptedBackend(*results)
-    return aio.AsyncTextClient.served(model, backend), backend
+    return ServedTextClient(model, backend), backend
 
 
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
@@ -317,6 +320,26 @@ async def test_the_python_client_and_served_in_process_models_keep_aimus_checks(
     assert not local.is_tool_using_model
     with pytest.raises(ValueError, match=";vision"):
         await local.chat("x", images=[b"raw"])
+
+
+@pytest.mark.parametrize("model", ["vllm:plain", "ollama:llama3.1:8b", "hf:/models/plain"])
+async def test_an_http_body_builds_the_request_a_served_client_sends_and_folds_its_answer_alike(model):
+    """The ingress has no client object: it calls the same request core, from the OpenAI body straight."""
+    body = ChatCompletionRequest(model="m", max_tokens=7, stop="x", reasoning_effort="medium", tools=[TOOL], messages=[
+        {"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": '{"a": [1]}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}])
+    result = ChatResult(content="done", thinking="t", usage=Usage(input_tokens=1), stop_reason="tool_calls",
+                        tool_calls=[ToolCall(id="x", name="f", arguments={"a": 2})])
+    c, backend = served(model, result)
+    c.messages = [message.as_aimu() for message in body.messages]
+    await c.chat(None, generate_kwargs=body.generate_kwargs(), tools=[TOOL], thinking="medium")
+    resolved = served_model(model)
+    assert body.as_request(resolved, warn=lambda message: None) == backend.requests[0]
+    answer = fold(result, resolved)
+    assert (answer.content, answer.thinking, answer.usage, answer.stop_reason) == \
+        ("done", c.last_thinking, c.last_usage, c.last_stop_reason)
+    assert [call["arguments"] for call in answer.tool_calls] == [call["arguments"] for call in c.last_tool_calls]
 
 
 async def test_ollama_keep_alive_reaches_params():

@@ -8,9 +8,9 @@ import anthropic
 import httpx2
 import pytest
 
-from aimu_ray.engines import AnthropicEngine
+from aimu_ray.adapters.anthropic import anthropic_messages
+from aimu_ray.engines.remote.anthropic import AnthropicEngine
 from aimu_ray.engines.remote.errors import translate
-from aimu_ray.engines.remote.anthropic import anthropic_messages
 from aimu_ray.models import (ChatDelta, ChatRequest, ContextOverflowError, Endpoint, ModelRefusalError, RateLimitError, ToolCall, Usage)
 from tests.fakes import CONTEXT_LENGTH_EXCEEDED
 from tests.unit.engine_kit import failure, run, text_of

@@ -15,7 +15,7 @@ from contextlib import suppress
 import pytest
 
 from aimu_ray.engines.local.hf_text import HFTextEngine
-from aimu_ray.engines.local import load_engine
+from aimu_ray.engines import load_engine
 from aimu_ray.models import ChatRequest, ContextOverflowError
 from aimu_ray.models.load import ModelLoad, Target
 from aimu_ray.models.media import AudioRequest
@@ -76,7 +76,7 @@ async def test_a_prompt_just_past_the_bound_is_refused_without_tokenizing(engine
     spy = Spy(engine._encode)
     monkeypatch.setattr(engine, "_encode", spy)
     with pytest.raises(ContextOverflowError, match=f"at least \\d+ tokens but .* at most {TINY_CONTEXT}"):
-        await engine.chat(chat("x" * (TINY_LONGEST * TINY_CONTEXT)))          # the template's text tips it over
+        await engine.run(chat("x" * (TINY_LONGEST * TINY_CONTEXT)))          # the template's text tips it over
     assert spy.calls == 0
 
 
@@ -84,9 +84,9 @@ async def test_a_prompt_the_bound_cannot_judge_is_tokenized_and_counted(engine, 
     spy = Spy(engine._encode)
     monkeypatch.setattr(engine, "_encode", spy)
     with pytest.raises(ContextOverflowError, match=f"is \\d+ tokens but .* at most {TINY_CONTEXT}"):
-        await engine.chat(chat("hello " * 600))                  # 3.6 kB: the bound says >= 277, the count 1,200
+        await engine.run(chat("hello " * 600))                  # 3.6 kB: the bound says >= 277, the count 1,200
     assert spy.calls == 1
-    assert (await engine.chat(chat("hello"))).content is not None     # and a prompt that fits is answered
+    assert (await engine.run(chat("hello"))).content is not None     # and a prompt that fits is answered
 
 
 async def test_a_50_mb_scale_prompt_costs_no_tokenizing_and_a_few_copies_of_itself(engine, monkeypatch):
@@ -116,7 +116,7 @@ async def test_a_closed_stream_stops_its_row_within_one_token(engine):
         await items.aclose()                           # the caller leaves while token 11 is being made
     finally:
         held.remove()
-    await engine.chat(chat("hello", 1))                # runs once the closed row's batch has ended
+    await engine.run(chat("hello", 1))                # runs once the closed row's batch has ended
     assert engine.stats.tokens - tokens <= 10 + 1      # 10 tokens made, then this request's one
 
 
@@ -131,7 +131,7 @@ async def test_llama_cpp_refuses_a_prompt_past_the_bound_without_tokenizing(tiny
         request = ChatRequest(provider="llamacpp", model="tiny", params={"max_tokens": 4},
                               messages=[{"role": "user", "content": "x " * 2**20}])     # 2 MB
         with pytest.raises(ContextOverflowError, match="at least \\d+ tokens .* n_ctx=256"):
-            await engine.chat(request)
+            await engine.run(request)
         assert spy.calls == 0
     finally:
         await engine.aclose()
@@ -150,7 +150,7 @@ async def test_audio_whose_caller_left_stops_within_one_token_or_step(request, f
                         num_inference_steps=200, seed=0)
     held = Held(module(engine._model), at=3)
     try:
-        task = asyncio.create_task(engine.generate(long))
+        task = asyncio.create_task(engine.run(long))
         await asyncio.to_thread(held.reached.wait, GUARD_S)
         task.cancel()                                  # the caller leaves during pass 3
         with suppress(asyncio.CancelledError):

@@ -52,39 +52,39 @@ async def engine(tiny_sd_dir):
 
 
 async def test_images_are_rgb_uint8_arrays(engine):
-    result = await engine.generate(request())
+    result = await engine.run(request())
     assert len(result.images) == 1 and result.total_steps == 2
     image = result.images[0]
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8
 
 
 async def test_unset_size_is_the_pipelines_default(engine):
-    result = await engine.generate(request(width=None, height=None))
+    result = await engine.run(request(width=None, height=None))
     assert result.images[0].shape == (64, 64, 3)     # the tiny UNet's sample size x the VAE's scale
 
 
 async def test_num_images(engine):
-    result = await engine.generate(request(num_images=3))
+    result = await engine.run(request(num_images=3))
     assert len(result.images) == 3
     assert not np.array_equal(result.images[0], result.images[1])
 
 
 async def test_same_seed_same_pixels(engine):
-    first, second, other = [await engine.generate(request(seed=seed)) for seed in (3, 3, 4)]
+    first, second, other = [await engine.run(request(seed=seed)) for seed in (3, 3, 4)]
     assert np.array_equal(first.images[0], second.images[0])
     assert not np.array_equal(first.images[0], other.images[0])
 
 
 async def test_seeded_images_are_seed_plus_index(engine):
     """Image i of a request seeded s is the image a one-image request seeded s+i makes."""
-    pair = await engine.generate(request(seed=10, num_images=2))
-    second = await engine.generate(request(seed=11))
+    pair = await engine.run(request(seed=10, num_images=2))
+    second = await engine.run(request(seed=11))
     assert np.abs(pair.images[1].astype(int) - second.images[0]).max() <= 1
 
 
 async def test_concurrent_requests_with_equal_settings_share_a_call(engine, monkeypatch):
     seeded = request("a blue circle", seed=7, num_images=2)
-    alone = await engine.generate(seeded)
+    alone = await engine.run(seeded)
 
     gate = threading.Event()
     run = engine._run
@@ -93,7 +93,7 @@ async def test_concurrent_requests_with_equal_settings_share_a_call(engine, monk
     requests = [request("blocker", guidance_scale=1.0),             # settings nobody else has: runs alone
                 seeded, request("a green cat", num_images=2), request("a dog", seed=1, num_images=2),
                 request("a dog", num_images=2, guidance_scale=3.0)]  # differs in a setting: its own call
-    tasks = [asyncio.create_task(engine.generate(r)) for r in requests]
+    tasks = [asyncio.create_task(engine.run(r)) for r in requests]
     await asyncio.sleep(0)                  # every task runs to its first await: all are queued
     gate.set()
     results = await asyncio.gather(*tasks)
@@ -108,7 +108,7 @@ async def test_concurrent_requests_with_equal_settings_share_a_call(engine, monk
 async def test_batches_stay_within_max_batch_size(tiny_sd_dir):
     engine = DiffusersImageEngine(load(tiny_sd_dir, max_batch_size=4), Target())
     try:
-        results = await asyncio.gather(*(engine.generate(request(num_images=2)) for _ in range(5)))
+        results = await asyncio.gather(*(engine.run(request(num_images=2)) for _ in range(5)))
         assert [len(r.images) for r in results] == [2] * 5
         assert engine.stats.calls >= 3 and engine.stats.images == 10
     finally:
@@ -134,13 +134,13 @@ async def test_reference_image_runs_image_to_image_with_strength(engine):
     assert len(progress) == result.total_steps == 2          # strength 0.5 of 4 steps
     assert result.images[0].shape == (32, 32, 3)             # the reference's size: width/height are dropped
 
-    default = await engine.generate(request(reference_image=png(32), num_inference_steps=4))
+    default = await engine.run(request(reference_image=png(32), num_inference_steps=4))
     assert default.total_steps == 3                          # aimu's default strength 0.75
 
 
 async def test_negative_prompt_is_passed(engine):
-    plain = await engine.generate(request(seed=5))
-    negative = await engine.generate(request(seed=5, negative_prompt="blurry"))
+    plain = await engine.run(request(seed=5))
+    negative = await engine.run(request(seed=5, negative_prompt="blurry"))
     assert not np.array_equal(plain.images[0], negative.images[0])
 
 
@@ -152,19 +152,19 @@ async def test_negative_prompt_refused_by_a_pipeline_without_one(engine, monkeyp
 
     monkeypatch.setattr(engine, "_pipe", NoNegativePrompt())
     with pytest.raises(ValueError, match="NoNegativePrompt does not take negative_prompt"):
-        await engine.generate(request(negative_prompt="blurry"))
+        await engine.run(request(negative_prompt="blurry"))
 
 
 async def test_unknown_request_options_are_ignored(engine):
-    result = await engine.generate(request(options={"aspect_ratio": "16:9"}))
+    result = await engine.run(request(options={"aspect_ratio": "16:9"}))
     assert len(result.images) == 1
 
 
 async def test_bad_request_fails_as_value_error(engine):
     with pytest.raises(ValueError, match="divisible by 8") as caught:
-        await engine.generate(request(width=60))
+        await engine.run(request(width=60))
     assert caught.value.__cause__ is not None
-    assert len((await engine.generate(request())).images) == 1   # the engine carries on
+    assert len((await engine.run(request())).images) == 1   # the engine carries on
 
 
 async def test_pipeline_failure_fails_its_batch_with_the_cause_chained(engine, monkeypatch):
@@ -173,7 +173,7 @@ async def test_pipeline_failure_fails_its_batch_with_the_cause_chained(engine, m
 
     monkeypatch.setattr(engine._pipe.unet, "forward", broken)
     with pytest.raises(ModelError, match="out of memory") as caught:
-        await engine.generate(request())
+        await engine.run(request())
     assert isinstance(caught.value.__cause__, RuntimeError)
 
 
@@ -192,7 +192,7 @@ async def test_a_call_nobody_listens_to_stops_early(engine, monkeypatch):
     async with aclosing(engine.stream(request(num_inference_steps=20))) as items:
         assert (await anext(items)).step == 1
     left.set()
-    await engine.generate(request(num_inference_steps=1))       # runs once the abandoned call has ended
+    await engine.run(request(num_inference_steps=1))       # runs once the abandoned call has ended
     assert len(forwards) == 3                                    # steps 1 and 2, then the 1-step request
 
 
@@ -207,7 +207,7 @@ async def test_named_pipeline_classes_and_dtype(tiny_sd_dir):
     engine = DiffusersImageEngine(load(tiny_sd_dir, **options), Target())
     try:
         assert type(engine._pipe).__name__ == "StableDiffusionPipeline"
-        result = await engine.generate(request(reference_image=png(64)))
+        result = await engine.run(request(reference_image=png(64)))
         assert type(engine._img2img).__name__ == "StableDiffusionImg2ImgPipeline"
         assert result.images[0].shape == (64, 64, 3)
     finally:
@@ -219,9 +219,9 @@ async def test_close_finishes_the_running_call_and_fails_the_waiting_ones(tiny_s
     running, release = threading.Event(), threading.Event()
     run = engine._run
     monkeypatch.setattr(engine, "_run", lambda batch: (running.set(), release.wait(), run(batch)))
-    first = asyncio.create_task(engine.generate(request()))
+    first = asyncio.create_task(engine.run(request()))
     await asyncio.to_thread(running.wait)
-    waiting = asyncio.create_task(engine.generate(request(guidance_scale=1.0)))
+    waiting = asyncio.create_task(engine.run(request(guidance_scale=1.0)))
     await asyncio.sleep(0)                  # queued behind the running call
     closing = asyncio.create_task(engine.aclose())
     await asyncio.sleep(0)                  # closed while the first call still runs
@@ -232,4 +232,4 @@ async def test_close_finishes_the_running_call_and_fails_the_waiting_ones(tiny_s
     with pytest.raises(ModelError, match="closed before this request ran"):
         await waiting
     with pytest.raises(ModelError, match="is closed"):
-        await engine.generate(request())
+        await engine.run(request())

@@ -163,9 +163,9 @@ def _pieces_of(text: str, size: int = 8) -> set[str]:
 
 async def run_stream(request: ChatRequest):
     """The items of one stream on a fresh engine, as they come (``run`` collects them all)."""
-    from aimu_ray.engines import ENGINES, protocol_of
+    from aimu_ray.engines import engine_class, protocol_of
 
-    engine = ENGINES[protocol_of(request.provider)](request.endpoint)
+    engine = engine_class(protocol_of(request.provider), "text")(request.endpoint)
     try:
         async for item in engine.stream(request):
             yield item

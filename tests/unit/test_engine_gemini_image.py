@@ -46,7 +46,7 @@ async def items_of(request: ImageRequest) -> list[ImageProgress | ImageResult]:
 async def generate(request: ImageRequest) -> ImageResult:
     engine = GeminiImageEngine(request.endpoint)
     try:
-        return await engine.generate(request)
+        return await engine.run(request)
     finally:
         await engine.aclose()
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from aimu_ray.engines.local.hf_audio import HFAudioEngine, _step_callback, resolve_pipeline_type
-from aimu_ray.engines.local import load_engine
+from aimu_ray.engines import load_engine
 from aimu_ray.models.load import ModelLoad, Target
 from aimu_ray.models.media import AudioProgress, AudioRequest, AudioResult
 
@@ -75,7 +75,7 @@ async def test_the_type_is_detected_from_the_folder(model):
 
 
 async def test_clips_have_the_models_rate_channels_and_the_asked_length(model):
-    result = await model.engine.generate(ask(num_audio=2))
+    result = await model.engine.run(ask(num_audio=2))
 
     assert isinstance(result, AudioResult) and len(result.clips) == 2
     channels = () if model.kind.channels is None else (model.kind.channels,)
@@ -88,9 +88,9 @@ async def test_clips_have_the_models_rate_channels_and_the_asked_length(model):
 async def test_a_seed_makes_the_same_clip_on_either_path(model):
     engine = model.engine
 
-    generated = await engine.generate(ask(seed=3))
+    generated = await engine.run(ask(seed=3))
     streamed = [item async for item in engine.stream(ask(seed=3))][-1]
-    other = await engine.generate(ask(seed=4))
+    other = await engine.run(ask(seed=4))
 
     assert np.array_equal(generated.clips[0].samples, streamed.clips[0].samples)
     assert not np.array_equal(generated.clips[0].samples, other.clips[0].samples)
@@ -111,9 +111,9 @@ async def test_stream_reports_each_denoising_step_then_the_result(model):
 async def test_concurrent_requests_take_turns_and_all_finish(model):
     engine = model.engine
 
-    results = await asyncio.wait_for(asyncio.gather(*(engine.generate(ask(seed=s)) for s in range(3))), timeout=60)
+    results = await asyncio.wait_for(asyncio.gather(*(engine.run(ask(seed=s)) for s in range(3))), timeout=60)
 
-    alone = await engine.generate(ask(seed=2))
+    alone = await engine.run(ask(seed=2))
     assert np.array_equal(results[2].clips[0].samples, alone.clips[0].samples)
 
 
@@ -125,7 +125,7 @@ async def test_a_stream_closed_early_leaves_the_engine_ready(model):
     await stream.aclose()
 
     assert isinstance(first, AudioProgress | AudioResult)
-    assert len((await asyncio.wait_for(engine.generate(ask()), timeout=30)).clips) == 1
+    assert len((await asyncio.wait_for(engine.run(ask()), timeout=30)).clips) == 1
 
 
 @pytest.mark.parametrize(("model_id", "expected"), [

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from aimu_ray.engines.local.hf_text import HFTextEngine, IncrementalDecoder, hf_messages, model_kwargs
+from aimu_ray.adapters.hf import hf_messages
+from aimu_ray.engines.local.hf_text import HFTextEngine, IncrementalDecoder, model_kwargs
 from aimu_ray.models import ChatDelta, ChatRequest, ChatResult, ContextOverflowError, ModelError
 from aimu_ray.models.load import ModelLoad, Target
 
@@ -68,9 +69,9 @@ async def in_one_batch(engine: HFTextEngine, requests: list[ChatRequest]) -> lis
     """Run ``requests`` concurrently, queued behind a held request, so that they form one batch."""
     with paused(engine) as release:
         calls = engine.stats.generate_calls
-        blocker = asyncio.create_task(engine.chat(request(2)))
+        blocker = asyncio.create_task(engine.run(request(2)))
         await until(lambda: engine.stats.generate_calls == calls + 1)
-        tasks = [asyncio.create_task(engine.chat(r)) for r in requests]
+        tasks = [asyncio.create_task(engine.run(r)) for r in requests]
         await until(lambda: engine.stats.waiting == len(requests))
         release.set()
         await blocker
@@ -80,7 +81,7 @@ async def in_one_batch(engine: HFTextEngine, requests: list[ChatRequest]) -> lis
 
 
 async def test_chat_returns_text_usage_and_length(engine):
-    result = await engine.chat(request(8))
+    result = await engine.run(request(8))
     assert isinstance(result.content, str) and result.content
     assert result.usage.output_tokens == 8 and result.usage.input_tokens > 0
     assert result.usage.total_tokens == result.usage.input_tokens + 8
@@ -92,7 +93,7 @@ async def test_stream_yields_deltas_then_the_result(engine):
     *deltas, result = items
     assert deltas and all(isinstance(d, ChatDelta) and d.phase == "generating" for d in deltas)
     assert isinstance(result, ChatResult)
-    assert result.content == "".join(d.text for d in deltas) == (await engine.chat(request(8))).content
+    assert result.content == "".join(d.text for d in deltas) == (await engine.run(request(8))).content
 
 
 async def test_stream_is_incremental(engine):
@@ -116,7 +117,7 @@ async def test_concurrent_chats_share_generate_calls_and_keep_their_own_lengths(
 
 async def test_a_batch_of_greedy_requests_answers_as_each_alone(engine):
     requests = [request(12, text) for text in ("hi", "hello world, how are you today?", "the quick brown fox")]
-    alone = [await engine.chat(r) for r in requests]
+    alone = [await engine.run(r) for r in requests]
     batched = await in_one_batch(engine, requests)
     assert [r.content for r in batched] == [r.content for r in alone]
     assert [r.usage for r in batched] == [r.usage for r in alone]
@@ -129,13 +130,13 @@ async def test_closing_a_stream_early_stops_its_row(engine):
         await asyncio.wait_for(anext(items), GUARD_S)
         await items.aclose()
         release.set()
-    await engine.chat(request(2))                      # runs once the closed row's batch has ended
+    await engine.run(request(2))                      # runs once the closed row's batch has ended
     assert engine.stats.tokens - tokens < 300
 
 
 async def test_a_prompt_longer_than_the_context_is_refused(engine):
     with pytest.raises(ContextOverflowError, match="at most 512"):
-        await engine.chat(request(4, "hello " * 600))
+        await engine.run(request(4, "hello " * 600))
 
 
 @pytest.mark.parametrize("params, match", [
@@ -145,11 +146,11 @@ async def test_a_prompt_longer_than_the_context_is_refused(engine):
 ])
 async def test_bad_parameters_are_value_errors(engine, params, match):
     with pytest.raises(ValueError, match=match):
-        await engine.chat(request(params=params))
+        await engine.run(request(params=params))
 
 
 async def test_repeat_penalty_and_beam_search_are_accepted(engine):
-    result = await engine.chat(request(4, params={"repeat_penalty": 1.1, "num_beams": 2}))
+    result = await engine.run(request(4, params={"repeat_penalty": 1.1, "num_beams": 2}))
     assert 0 < result.usage.output_tokens <= 4
 
 
@@ -160,19 +161,19 @@ async def test_a_generation_failure_fails_its_batch_and_the_engine_serves_on(eng
     handle = engine._model.register_forward_hook(broken)
     try:
         with pytest.raises(ModelError, match="device fell over") as caught:
-            await engine.chat(request(4))
+            await engine.run(request(4))
     finally:
         handle.remove()
     assert isinstance(caught.value.__cause__, RuntimeError)
-    assert (await engine.chat(request(4))).usage.output_tokens == 4
+    assert (await engine.run(request(4))).usage.output_tokens == 4
 
 
 async def test_a_prompt_that_opens_think_makes_the_answer_thinking(engine):
     template = engine._tokenizer.chat_template
     engine._tokenizer.chat_template = template + "{% if enable_thinking %}<think>\n{% endif %}"
     try:
-        thinking = await engine.chat(request(8, parse_think_tags=True))
-        off = await engine.chat(request(8, parse_think_tags=True,
+        thinking = await engine.run(request(8, parse_think_tags=True))
+        off = await engine.run(request(8, parse_think_tags=True,
                                         params={"chat_template_kwargs": {"enable_thinking": False}}))
     finally:
         engine._tokenizer.chat_template = template
@@ -253,7 +254,7 @@ async def vision_engine(tiny_hf_dir, tmp_path_factory):
 
 async def test_a_vision_model_reads_images(vision_engine):
     question = [{"type": "text", "text": "What is this?"}]
-    looked, read = await asyncio.gather(*(vision_engine.chat(request(4, content)) for content in (
+    looked, read = await asyncio.gather(*(vision_engine.run(request(4, content)) for content in (
         [*question, {"type": "image_url", "image_url": {"url": png_data_url()}}], question)))
     assert looked.usage.output_tokens == read.usage.output_tokens == 4
     assert looked.usage.input_tokens > read.usage.input_tokens       # the image became prompt tokens
@@ -274,7 +275,7 @@ def test_messages_for_a_text_model():
 async def test_a_closed_engine_fails_running_and_new_requests(tiny_hf_dir):
     engine = HFTextEngine(ModelLoad(provider="hf", task="text", model_id=str(tiny_hf_dir)), Target())
     with paused(engine) as release:
-        running = asyncio.create_task(engine.chat(request(50)))
+        running = asyncio.create_task(engine.run(request(50)))
         await until(lambda: engine.stats.generate_calls == 1)
         closing = asyncio.create_task(engine.aclose())
         with pytest.raises(ModelError, match="closed while this request ran"):
@@ -282,7 +283,7 @@ async def test_a_closed_engine_fails_running_and_new_requests(tiny_hf_dir):
         release.set()
         await closing
     with pytest.raises(ModelError, match="closed"):
-        await engine.chat(request(2))
+        await engine.run(request(2))
 
 
 async def test_batches_hold_equal_settings_up_to_max_batch_size(tiny_hf_dir):
@@ -291,11 +292,11 @@ async def test_batches_hold_equal_settings_up_to_max_batch_size(tiny_hf_dir):
     sampled = request(3, params={"do_sample": True, "temperature": 0.7})
     try:
         with paused(engine) as release:
-            blocker = asyncio.create_task(engine.chat(request(2)))
+            blocker = asyncio.create_task(engine.run(request(2)))
             await until(lambda: engine.stats.generate_calls == 1)
             tasks = []
             for r in (request(3), request(4), sampled, request(5), request(6)):   # queued in this order
-                tasks.append(asyncio.create_task(engine.chat(r)))
+                tasks.append(asyncio.create_task(engine.run(r)))
                 await until(lambda: engine.stats.waiting == len(tasks))
             release.set()
             await asyncio.gather(blocker, *tasks)
@@ -309,9 +310,9 @@ async def test_an_idle_engine_waits_its_window_so_that_a_burst_shares_one_batch(
     load = ModelLoad(provider="hf", task="text", model_id=str(tiny_hf_dir), options={"batch_wait_timeout_s": wait_s})
     engine = HFTextEngine(load, Target())
     try:
-        first = asyncio.create_task(engine.chat(request(8)))
+        first = asyncio.create_task(engine.run(request(8)))
         await asyncio.sleep(0.02)                    # the second request of the burst comes 20 ms later
-        second = asyncio.create_task(engine.chat(request(8)))
+        second = asyncio.create_task(engine.run(request(8)))
         await asyncio.wait_for(asyncio.gather(first, second), GUARD_S)
         assert (engine.stats.generate_calls, engine.stats.rows) == (generate_calls, 2)
     finally:

@@ -9,7 +9,7 @@ from typing import ClassVar
 import pytest
 
 from aimu_ray.engines.local import llamacpp
-from aimu_ray.engines.local import load_engine
+from aimu_ray.engines import load_engine
 from aimu_ray.engines.local.llamacpp import LlamaCppEngine, llama_kwargs
 from aimu_ray.models import ChatDelta, ChatRequest, ChatResult, ContextOverflowError, ToolCall, Usage
 from aimu_ray.models.load import ModelLoad, Target
@@ -48,7 +48,7 @@ async def engine(tiny_gguf_path):
 
 @on_module_loop
 async def test_chat_answers_with_usage_and_stop_reason(engine):
-    result = await engine.chat(ask())
+    result = await engine.run(ask())
 
     assert isinstance(result, ChatResult) and result.content and not result.thinking and not result.tool_calls
     assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0     # llama.cpp may pass max_tokens
@@ -67,7 +67,7 @@ async def test_stream_yields_deltas_then_the_result(engine):
 
 async def answers(engine: LlamaCppEngine, seeds: range, concurrently: bool) -> list[str]:
     """The contents of a chat and a stream per seed, asked one after another or all at once."""
-    calls = [call for seed in seeds for call in (engine.chat(ask(seed=seed)), streamed(engine, ask(seed=seed)))]
+    calls = [call for seed in seeds for call in (engine.run(ask(seed=seed)), streamed(engine, ask(seed=seed)))]
     results = await asyncio.gather(*calls) if concurrently else [await call for call in calls]
     return [result.content if isinstance(result, ChatResult) else result[1].content for result in results]
 
@@ -88,7 +88,7 @@ async def test_a_stream_closed_early_frees_the_model(engine):
     await stream.aclose()
 
     assert isinstance(first, ChatDelta)
-    assert (await asyncio.wait_for(engine.chat(ask()), timeout=10)).content
+    assert (await asyncio.wait_for(engine.run(ask()), timeout=10)).content
 
 
 # -- context window ------------------------------------------------------------------------------------------
@@ -101,10 +101,10 @@ async def test_a_stream_closed_early_frees_the_model(engine):
 @on_module_loop
 async def test_a_prompt_longer_than_the_window_is_a_context_overflow(engine, messages, found_by, stream):
     with pytest.raises(ContextOverflowError, match=found_by) as caught:
-        await (streamed(engine, ask(messages)) if stream else engine.chat(ask(messages)))
+        await (streamed(engine, ask(messages)) if stream else engine.run(ask(messages)))
 
     assert "n_ctx" in str(caught.value)                            # it says what to change
-    assert (await engine.chat(ask())).content                      # and the engine still answers
+    assert (await engine.run(ask())).content                      # and the engine still answers
 
 
 # -- loading ---------------------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def scripted(monkeypatch):
 async def test_reasoning_field_and_tool_calls(scripted, stream):
     engine = scripted(TOOL_REPLY, finish_reason="tool_calls")
 
-    deltas, result = await streamed(engine, ask()) if stream else ([], await engine.chat(ask()))
+    deltas, result = await streamed(engine, ask()) if stream else ([], await engine.run(ask()))
 
     assert (result.thinking, result.content) == ("The user wants the time.", "Let me check.")
     assert result.tool_calls == [ToolCall(id="call_1", name="get_time", arguments={"tz": "UTC"})]
@@ -213,7 +213,7 @@ async def test_reasoning_field_and_tool_calls(scripted, stream):
 async def test_think_tags_split_when_asked(scripted, stream):
     engine = scripted({"content": "<think>Time?</think>It is noon."})
 
-    _, result = await streamed(engine, ask(parse_think_tags=True)) if stream else ([], await engine.chat(
+    _, result = await streamed(engine, ask(parse_think_tags=True)) if stream else ([], await engine.run(
         ask(parse_think_tags=True)))
 
     assert (result.thinking, result.content) == ("Time?", "It is noon.")

@@ -13,12 +13,16 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessage
 
-from aimu_ray.engines import ENGINES, AnthropicEngine, EngineCache, OllamaEngine, OpenAICompatEngine
+from aimu_ray.engines import ENGINES, EngineCache, engine_class
+from aimu_ray.engines.remote.anthropic import AnthropicEngine
+from aimu_ray.engines.remote.ollama import OllamaEngine
+from aimu_ray.engines.remote.openai import OpenAICompatEngine
 from aimu_ray.engines.remote.errors import translate
 from aimu_ray.engines.reply import ReplyBuilder
 from aimu_ray.engines.remote.openai import _absorb
 from aimu_ray.models import (ChatDelta, ChatRequest, ContextOverflowError, Endpoint,
                              ModelTimeoutError, ProviderError, RateLimitError, ToolCall, Usage)
+from aimu_ray.models.providers import IN_PROCESS
 from tests.fakes import CONTEXT_LENGTH_EXCEEDED
 from tests.unit.engine_kit import failure, run, text_of
 
@@ -283,14 +287,16 @@ async def test_engine_cache_shares_one_engine_per_protocol_and_endpoint(fake):
     assert isinstance(engine, OpenAICompatEngine)
     assert cache.get(vllm_request) is engine
     assert cache.get(other_key) is not engine
-    assert (await engine.chat(openai_request)).content == "echo: What time is it?"
+    assert (await engine.run(openai_request)).content == "echo: What time is it?"
     await cache.aclose()
     assert cache.get(openai_request) is not engine
     await cache.aclose()
 
 
 def test_engines_are_keyed_by_protocol_and_unknown_providers_are_refused():
-    assert ENGINES == {"openai": OpenAICompatEngine, "anthropic": AnthropicEngine, "ollama": OllamaEngine}
+    remote_chat = {protocol: engine_class(protocol, task) for protocol, task in ENGINES
+                   if task == "text" and protocol not in IN_PROCESS}
+    assert remote_chat == {"openai": OpenAICompatEngine, "anthropic": AnthropicEngine, "ollama": OllamaEngine}
     with pytest.raises(ValueError, match="Remote providers: .*anthropic"):
         EngineCache().get(ChatRequest(provider="hf", model="x", messages=USER))
 

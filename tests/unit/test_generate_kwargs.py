@@ -3,7 +3,7 @@
 import pytest
 
 from aimu_ray.models import resolve_model
-from aimu_ray.models.generate_kwargs import prepare_params
+from aimu_ray.adapters import prepare_params
 from aimu_ray.models.thinking import ResolvedThinking
 
 OFF, ON = ResolvedThinking(enabled=False), ResolvedThinking(enabled=True)

@@ -13,7 +13,8 @@ import logging
 import pytest
 from ray.exceptions import TaskCancelledError
 
-from aimu_ray.deployments.ingress import CLIENT_CLOSED, BodyLimit, Ingress
+from aimu_ray.deployments.body_limit import BodyLimit
+from aimu_ray.deployments.ingress import CLIENT_CLOSED, Ingress
 from aimu_ray.deployments.metrics import Metrics
 
 

@@ -84,6 +84,6 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     engines.mkdir(parents=True)
     (tmp_path / "aimu_ray" / "__init__.py").write_text("")
     (engines / "__init__.py").write_text("")
-    (engines / "bad.py").write_text("def f():\n    from ..backends.pool import remote_backend\n")
+    (engines / "bad.py").write_text("def f():\n    from ..backends.pool import pool_backend\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "aimu_ray")
     assert upward_imports() == ["aimu_ray.engines.bad (layer 2) imports aimu_ray.backends.pool (layer 4)"]

@@ -18,10 +18,10 @@ from transformers import AutoTokenizer
 
 import aimu_ray
 from aimu_ray.clients import runtime
-from aimu_ray.clients.text import AsyncTextClient
+from aimu_ray.clients.text import ServedTextClient
 from aimu_ray.deployments import AppConfig
 from aimu_ray.engines.local.hf_text import longest_token_bytes
-from aimu_ray.clients.media import AsyncAudioClient, AsyncImageClient
+from aimu_ray.clients.media import ServedAudioClient, ServedImageClient
 from aimu_ray.models.errors import LimitExceededError
 from aimu_ray.models.limits import Limits, current_limits, fewest_tokens, set_limits
 
@@ -119,7 +119,7 @@ def test_a_body_over_the_limit_is_413():
 # ----- text: refused before sending, and the conversation keeps nothing of it -----
 
 async def test_messages_over_the_limit_are_refused_and_not_added():
-    client = AsyncTextClient.served(REMOTE, Unreachable())
+    client = ServedTextClient(REMOTE, Unreachable())
     client.messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                        {"role": "user", "content": "c"}]
     with refused("max_messages"):
@@ -128,7 +128,7 @@ async def test_messages_over_the_limit_are_refused_and_not_added():
 
 
 async def test_prompt_characters_over_the_limit_are_refused_before_any_tokenizer():
-    client = AsyncTextClient.served(REMOTE, Unreachable())
+    client = ServedTextClient(REMOTE, Unreachable())
     with refused("max_prompt_chars"):
         await client.chat("x" * 101)
     with refused("max_prompt_chars"):
@@ -137,13 +137,13 @@ async def test_prompt_characters_over_the_limit_are_refused_before_any_tokenizer
 
 
 async def test_images_in_a_message_count_against_the_body_not_the_prompt_characters():
-    client = AsyncTextClient.served(REMOTE, Recorder())
+    client = ServedTextClient(REMOTE, Recorder())
     await client.chat("describe", images=[png(32, 32)])
     assert len(client.messages[0]["content"][1]["image_url"]["url"]) > SMALL.max_prompt_chars
 
 
 async def test_tools_nested_deeper_than_the_limit_are_refused():
-    client = AsyncTextClient.served(REMOTE, Unreachable())
+    client = ServedTextClient(REMOTE, Unreachable())
     with refused("max_json_depth") as caught:
         await client.chat("hi", tools=[tool(nested(400))])
     assert "is 803," in str(caught.value)    # the depth it found: 3 levels of tool, 2 a schema object, 1 the leaf
@@ -174,7 +174,7 @@ class Recorder:
 ], ids=["images", "pixels", "one-side", "reference-image", "negative-prompt", "steps"])
 async def test_image_requests_over_a_limit_are_refused(kwargs, limit):
     with refused(limit):
-        await AsyncImageClient.served("hf:tiny", Unreachable()).generate("a fox", **kwargs)
+        await ServedImageClient("hf:tiny", Unreachable()).generate("a fox", **kwargs)
 
 
 @pytest.mark.parametrize("kwargs, limit", [
@@ -184,7 +184,7 @@ async def test_image_requests_over_a_limit_are_refused(kwargs, limit):
 ], ids=["clips", "duration", "steps"])
 async def test_audio_requests_over_a_limit_are_refused(kwargs, limit):
     with refused(limit):
-        await AsyncAudioClient.served("hf:tiny", Unreachable()).generate("drums", **kwargs)
+        await ServedAudioClient("hf:tiny", Unreachable()).generate("drums", **kwargs)
 
 
 # ----- the prompt bound the engines use -----

@@ -1,4 +1,5 @@
-"""The retry loop every remote engine shares, and the Retry-After hints it honours; no server needed."""
+"""The one retry loop engines and backends share, the engines' backoff policy over it, and the Retry-After hints
+it honours; no server, no Ray."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aimu_ray.engines.remote.errors import retry_after
 from aimu_ray.engines.base import backoff_delay, is_retryable, stream_with_retries, with_retries
 from aimu_ray.models import (ContextOverflowError, ModelConnectionError, ModelTimeoutError, ProviderError,
                              ProviderResponseError, RateLimitError)
+from aimu_ray.models.retry import retried, retried_stream
 
 
 @pytest.fixture
@@ -175,3 +177,87 @@ async def test_stream_is_not_retried_once_text_reached_the_caller(sleeps):
             received.append(item)
 
     assert received == ["a"] and sleeps == []
+
+
+# -- the shared loop (models.retry): what engines and backends both run ---------------------------------------
+
+class Judge:
+    """A ``should_retry`` that records what it was asked and answers from a list (then False)."""
+
+    def __init__(self, *answers: bool):
+        self.answers = list(answers)
+        self.asked: list[tuple[str, int, bool]] = []
+
+    async def __call__(self, error: Exception, attempt: int, started: bool) -> bool:
+        self.asked.append((str(error), attempt, started))
+        return self.answers.pop(0) if self.answers else False
+
+
+@pytest.mark.asyncio
+async def test_a_call_is_retried_only_while_should_retry_says_so():
+    call = Flaky(ValueError("one"), ValueError("two"), ValueError("three"))
+    judge = Judge(True, True, False)
+
+    with pytest.raises(ValueError, match="three"):
+        await retried(call, judge)
+
+    assert call.calls == 3 and judge.asked == [("one", 0, False), ("two", 1, False), ("three", 2, False)]
+
+
+@pytest.mark.asyncio
+async def test_a_call_that_succeeds_on_a_retry_returns_its_answer():
+    call = Flaky(ValueError("once"))
+
+    assert await retried(call, Judge(True)) == "ok"
+    assert call.calls == 2
+
+
+@pytest.mark.asyncio
+async def test_should_retry_may_raise_a_clearer_error():
+    async def clearer(error, attempt, started):
+        raise ModelConnectionError("clearer") from error
+
+    with pytest.raises(ModelConnectionError, match="clearer") as caught:
+        await retried(Flaky(ValueError("raw")), clearer)
+
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_failed_before_its_first_item_is_retried():
+    opener = flaky_stream([ValueError("refused")], ["a", "b"])
+    judge = Judge(True)
+
+    assert [item async for item in retried_stream(opener, judge)] == ["a", "b"]
+    assert judge.asked == [("refused", 0, False)]
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_failed_after_its_first_item_is_not_retried_whatever_the_answer():
+    opener = flaky_stream(["a", ValueError("lost")], ["a", "b"])
+    judge = Judge(True)
+    received = []
+
+    with pytest.raises(ValueError, match="lost"):
+        async for item in retried_stream(opener, judge):
+            received.append(item)
+
+    assert received == ["a"] and judge.asked == [("lost", 0, True)]
+
+
+@pytest.mark.asyncio
+async def test_closing_a_stream_early_closes_the_attempt():
+    closed = []
+
+    async def attempt():
+        try:
+            yield "a"
+            yield "b"
+        finally:
+            closed.append(True)
+
+    items = retried_stream(attempt, Judge())
+    assert await items.__anext__() == "a"
+    await items.aclose()
+
+    assert closed == [True]

@@ -77,7 +77,7 @@ class DiffusersImageEngine:
         self._worker = threading.Thread(target=self._serve, name=f"diffusers:{load.model_id}", daemon=True)
         self._worker.start()
 
-    async def generate(self, request: ImageRequest) -> ImageResult:
+    async def run(self, request: ImageRequest) -> ImageResult:
         result = None
         async for result in self.stream(request):
             pass

@@ -56,7 +56,7 @@ class HFAudioEngine:
         self._model = _MODELS[self.pipeline_type](load.model_id, self._device, model_kwargs)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-audio")
 
-    async def generate(self, request: AudioRequest) -> AudioResult:
+    async def run(self, request: AudioRequest) -> AudioResult:
         async with aclosing(self.stream(request)) as items:
             async for item in items:
                 pass

@@ -20,13 +20,10 @@ the vocabulary shows too long, before it is even tokenized: ``longest_token_byte
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import gc
-import io
 import json
 import logging
-import urllib.request
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +35,10 @@ from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, Aut
                           GenerationConfig)
 from transformers.utils import cached_file
 
+from ...adapters.hf import hf_messages
 from ...models.errors import ContextOverflowError
 from ...models.limits import fewest_tokens
 from ...models.load import ModelLoad, Target
-from ...models.messages import parse_arguments
 from ...models.thinking import THINK_OPEN
 from ...models.wire import ChatDelta, ChatRequest, ChatResult, Usage
 from .batching import BatchStats, DynamicBatcher, Row, generate_rows
@@ -65,7 +62,7 @@ _KEEPING_PRE_TOKENIZERS = frozenset({"ByteLevel", "Metaspace", "Digits", "Split"
 
 
 class HFTextEngine:
-    """One transformers model, loaded in ``__init__``; ``chat`` and ``stream`` may be called concurrently."""
+    """One transformers model, loaded in ``__init__``; ``run`` and ``stream`` may be called concurrently."""
 
     def __init__(self, load: ModelLoad, target: Target):
         self._label = load.label()
@@ -87,8 +84,8 @@ class HFTextEngine:
         """How many ``generate`` calls served how many rows: batching made visible to tests and benchmarks."""
         return self._batcher.stats
 
-    async def chat(self, request: ChatRequest) -> ChatResult:
-        """The stream, drained: one path, so ``chat`` and ``stream`` cannot disagree."""
+    async def run(self, request: ChatRequest) -> ChatResult:
+        """The stream, drained: one path, so ``run`` and ``stream`` cannot disagree."""
         async with aclosing(self.stream(request)) as items:
             async for item in items:
                 result = item
@@ -294,67 +291,6 @@ def batch_key(settings: GenerationConfig) -> Hashable:
     if (settings.num_beams or 1) == 1:
         values.pop("max_new_tokens", None)
     return json.dumps(values, sort_keys=True, default=repr)
-
-
-def hf_messages(messages: list[dict], vision: bool) -> tuple[list[dict], list]:
-    """OpenAI-format messages as HF chat templates read them, and the images they carry (as PIL images).
-
-    Tool-call arguments become dicts (templates iterate them); content parts become one string for a
-    text model, or text and ``{"type": "image"}`` placeholders for a processor.
-    """
-    images: list = []
-    return [_hf_message(message, vision, images) for message in messages], images
-
-
-def _hf_message(message: dict, vision: bool, images: list) -> dict:
-    converted = dict(message)
-    content = message.get("content")
-    if isinstance(content, list):
-        converted["content"] = _hf_content(content, vision, images)
-    elif content is None:
-        converted["content"] = ""                  # an assistant turn with only tool calls
-    if message.get("tool_calls"):
-        converted["tool_calls"] = [dict(call, function=dict(call["function"],
-                                                            arguments=parse_arguments(call["function"]["arguments"])))
-                                   for call in message["tool_calls"]]
-    return converted
-
-
-def _hf_content(parts: list[dict], vision: bool, images: list) -> str | list[dict]:
-    kinds = {part.get("type") for part in parts}
-    if not vision:
-        if kinds - {"text"}:
-            raise ValueError(f"This model takes text only, not {', '.join(sorted(kinds - {'text'}))} content: "
-                             "use a vision model (one that ships an image processor).")
-        return "\n".join(part["text"] for part in parts)
-    if kinds - {"text", "image_url"}:
-        raise ValueError(f"Unsupported content part(s) {', '.join(sorted(kinds - {'text', 'image_url'}))}: "
-                         "this engine takes text and images.")
-    converted = []
-    for part in parts:
-        if part["type"] == "text":
-            converted.append({"type": "text", "text": part["text"]})
-        else:
-            images.append(load_image(part["image_url"]["url"]))
-            converted.append({"type": "image"})
-    return converted
-
-
-def load_image(url: str):
-    """A data URL, an http(s) URL (fetched) or a file path, as an RGB PIL image."""
-    from PIL import Image
-
-    try:
-        if url.startswith("data:"):
-            data = base64.b64decode(url.partition(",")[2])
-        elif url.startswith(("http://", "https://")):
-            with urllib.request.urlopen(url, timeout=30) as response:
-                data = response.read()
-        else:
-            data = Path(url).read_bytes()
-        return Image.open(io.BytesIO(data)).convert("RGB")
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Could not read the image {url[:80]!r}: {error}") from error
 
 
 class IncrementalDecoder:

@@ -15,10 +15,10 @@ from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
 import llama_cpp
 
+from ...adapters.openai import openai_messages
 from ...models.errors import ContextOverflowError
 from ...models.limits import fewest_tokens
 from ...models.load import ModelLoad, Target
-from ...models.messages import openai_wire_messages
 from ...models.wire import ChatDelta, ChatRequest, ChatResult, Usage
 from ..reply import ReplyBuilder
 
@@ -40,7 +40,7 @@ class LlamaCppEngine:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp")
         self._turn = asyncio.Lock()
 
-    async def chat(self, request: ChatRequest) -> ChatResult:
+    async def run(self, request: ChatRequest) -> ChatResult:
         async with aclosing(self._run(request, stream=False)) as items:
             async for item in items:
                 pass
@@ -70,7 +70,7 @@ class LlamaCppEngine:
 
     def _parts(self, request: ChatRequest, stream: bool) -> Iterator[dict]:
         """The reply's stream chunks, or the whole reply as one part. Runs on the worker thread."""
-        messages = openai_wire_messages(request.messages)
+        messages = openai_messages(request.messages)
         _check_fits(self._llm, messages, self._longest_token)
         if request.params.get("temperature") == 0:
             # Greedy answers must repeat. A prompt prefix cached by the previous request is not evaluated again,

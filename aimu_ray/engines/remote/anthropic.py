@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
+from ...adapters.anthropic import anthropic_messages, anthropic_tools
 from ...models.errors import ModelRefusalError
-from ...models.messages import parse_arguments
 from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, Usage
 from .errors import json_answer
 from .base import RemoteEngine, import_sdk, sdk_client_options
@@ -102,85 +102,3 @@ def _usage(reported: Any, earlier: Usage | None = None) -> Usage:
     counts["total_tokens"] = counts.get("input_tokens", 0) + counts.get("output_tokens", 0)
     return Usage(**counts)
 
-
-# -- request: OpenAI-format conversation -> Anthropic messages -----------------------------------------------
-
-def anthropic_messages(messages: list[dict]) -> tuple[str, list[dict]]:
-    """``(system, messages)``: system text apart, tool results as user turns, empty turns dropped and
-    consecutive turns of one role merged (Anthropic requires alternating roles)."""
-    system = "\n\n".join(_text_of(m.get("content")) for m in messages if m.get("role") == "system")
-    turns: list[dict] = []
-    for message in messages:
-        if message.get("role") == "system":
-            continue
-        role, blocks = _turn(message)
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return system, turns
-
-
-def anthropic_tools(tools: list[dict]) -> list[dict]:
-    """OpenAI function specs as Anthropic tools; tools already in Anthropic's shape pass through."""
-    converted = []
-    for tool in tools:
-        function = tool.get("function")
-        if function is None:
-            converted.append(tool)
-            continue
-        converted.append({"name": function["name"], "description": function.get("description", ""),
-                          "input_schema": function.get("parameters") or {"type": "object", "properties": {}}})
-    return converted
-
-
-def _turn(message: dict) -> tuple[str, list[dict]]:
-    role = message.get("role")
-    if role == "tool":
-        return "user", [{"type": "tool_result", "tool_use_id": message.get("tool_call_id"),
-                         "content": _tool_output(message.get("content"))}]
-    blocks = _content_blocks(message.get("content"))
-    if role == "assistant":
-        blocks += [{"type": "tool_use", "id": call.get("id"), "name": call["function"]["name"],
-                    "input": parse_arguments(call["function"].get("arguments"))}
-                   for call in message.get("tool_calls") or []]
-    return role, blocks
-
-
-def _content_blocks(content: Any) -> list[dict]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    return [block for part in content or [] if (block := _block(part)) is not None]
-
-
-def _block(part: dict) -> dict | None:
-    """One OpenAI content part as an Anthropic block (None for an empty text)."""
-    kind = part.get("type")
-    if kind == "text":
-        return {"type": "text", "text": part["text"]} if part.get("text") else None
-    if kind == "image_url":
-        return _image_block(part["image_url"]["url"])
-    if kind == "input_audio":
-        raise ValueError("Anthropic models take no audio input; send text or images.")
-    return part                                           # already an Anthropic block (document, image, ...)
-
-
-def _image_block(url: str) -> dict:
-    if url.startswith("data:"):
-        header, _, data = url.partition(",")
-        media_type = header[len("data:"):].split(";")[0]
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
-    return {"type": "image", "source": {"type": "url", "url": url}}
-
-
-def _tool_output(content: Any) -> Any:
-    """Tool results are text or content blocks on both wires; anything else is sent as its text."""
-    return content if isinstance(content, (str, list)) else str(content)
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))

@@ -1,7 +1,7 @@
 """The part every remote engine shares: the retry loop and error translation around one provider call.
 
 A subclass only converts the conversation and tools (``_conversation``, ``_tools``) and makes one attempt (``_complete`` or
-``_stream_once``); ``chat`` and ``stream`` here add the rest, written once, so every provider retries,
+``_stream_once``); ``run`` and ``stream`` here add the rest, written once, so every provider retries,
 backs off and fails the same way and an engine used directly (a unit test, a Serve replica) is as safe as
 one used through an actor.
 """
@@ -51,7 +51,7 @@ class RemoteEngine(ABC):
     protocol: ClassVar[str]
     _client: Any
 
-    async def chat(self, request: ChatRequest) -> ChatResult:
+    async def run(self, request: ChatRequest) -> ChatResult:
         kwargs = self._prepare(request)
         return await with_retries(lambda: _translated(self._complete(kwargs, request), request),
                                   request.endpoint.max_retries)

@@ -61,7 +61,7 @@ class GeminiImageEngine:
             timeout=round(endpoint.timeout * 1000),                   # milliseconds
             retry_options=genai.types.HttpRetryOptions(attempts=1)))  # also stops its hidden reconnect-and-retry
 
-    async def generate(self, request: ImageRequest) -> ImageResult:
+    async def run(self, request: ImageRequest) -> ImageResult:
         """The stream's last item: one path for both, so they cannot differ."""
         return [item async for item in self.stream(request)][-1]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import Any, AsyncIterator
 
-from ...models.messages import parse_arguments
+from ...adapters.ollama import ollama_messages
 from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, Usage
 from .base import RemoteEngine, import_sdk, secret
 from ..reply import ReplyBuilder
@@ -66,34 +66,3 @@ def _usage(part: Any) -> Usage | None:
         return None
     prompt, generated = part.prompt_eval_count or 0, part.eval_count or 0
     return Usage(input_tokens=prompt, output_tokens=generated, total_tokens=prompt + generated)
-
-
-def ollama_messages(messages: list[dict]) -> list[dict]:
-    return [_ollama_message(message) for message in messages]
-
-
-def _ollama_message(message: dict) -> dict:
-    """Content parts become text plus message-level images; a tool result names its tool as ``tool_name``."""
-    converted = dict(message)
-    content = message.get("content")
-    if isinstance(content, list):
-        converted["content"] = "\n".join(part["text"] for part in content if part.get("type") == "text")
-        images = [_bare_base64(part["image_url"]["url"]) for part in content if part.get("type") == "image_url"]
-        if any(part.get("type") == "input_audio" for part in content):
-            raise ValueError("Ollama models take no audio input; send text or images.")
-        if images:
-            converted["images"] = images
-    if message.get("role") == "tool" and message.get("name"):
-        converted["tool_name"] = message["name"]
-    if message.get("tool_calls"):
-        converted["tool_calls"] = [{"function": {"name": call["function"]["name"],
-                                                 "arguments": parse_arguments(call["function"]["arguments"])}}
-                                   for call in message["tool_calls"]]
-    return converted
-
-
-def _bare_base64(url: str) -> str:
-    if url.startswith("data:"):
-        return url.partition(",")[2]
-    raise ValueError(f"Ollama needs the image bytes, not a link ({url[:80]}): pass a file path, bytes or a "
-                     "data: URL instead.")

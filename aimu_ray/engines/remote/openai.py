@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-from ...models.messages import openai_wire_messages
+from ...adapters.openai import openai_messages
 from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, Usage
 from .errors import json_answer, malformed_reply
 from .base import RemoteEngine, import_sdk, sdk_client_options
@@ -23,7 +23,7 @@ class OpenAICompatEngine(RemoteEngine):
         self._client = openai.AsyncOpenAI(**sdk_client_options(endpoint, default_key=NO_KEY))
 
     def _conversation(self, messages: list[dict]) -> dict[str, Any]:
-        return {"messages": openai_wire_messages(messages)}
+        return {"messages": openai_messages(messages)}
 
     async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:
         response = json_answer(await self._client.chat.completions.create(**kwargs), request)
