@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from typing import AsyncIterator, Protocol
 
-from ..models.media import AudioProgress, AudioRequest, AudioResult, ImageProgress, ImageRequest, ImageResult
-from ..models.wire import ChatDelta, ChatRequest, ChatResult
-
-Request = ChatRequest | ImageRequest | AudioRequest
-Result = ChatResult | ImageResult | AudioResult
-Item = ChatDelta | ImageProgress | AudioProgress | Result     # a stream's progress, then its one result, last
+from ..models.modality import Item, Request, Result
 
 
 class Backend(Protocol):

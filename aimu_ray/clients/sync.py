@@ -94,7 +94,8 @@ class _SyncClient:
         return self
 
     def __repr__(self) -> str:
-        return repr(self._async).replace("Async", "", 1)
+        """The async client's, under this class's name (a served client reads ``TextClient(...)`` too)."""
+        return f"{type(self).__name__}({repr(self._async).partition('(')[2]}"
 
 
 class TextClient(_SyncClient):

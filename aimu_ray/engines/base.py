@@ -1,8 +1,8 @@
 """The engine protocol and the retry policy every remote provider shares (the loop itself: ``models.retry``).
 
-An engine is a plain class that knows nothing of Ray: it turns a ``ChatRequest`` into one provider
-call and the answer into a ``ChatResult`` (or a stream of ``ChatDelta`` ending in a ``ChatResult``).
-It raises only ``aimu_ray.models.errors`` types. HTTP retries live here, once, not in each engine:
+An engine is a plain class that knows nothing of Ray: it turns one request (text, image or audio) into its
+whole answer (``run``) or a stream of progress ending in it (``stream``), and raises only
+``aimu_ray.models.errors`` types. The remote engines' HTTP retries are decided here, once, not in each engine:
 the SDKs' own retries are switched off so every provider backs off the same way and honours
 ``Retry-After``.
 """
@@ -16,8 +16,7 @@ from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 from ..models.errors import ConnectionDroppedError, ModelTimeoutError, ProviderError
 from ..models.retry import ShouldRetry, retried, retried_stream
-from ..models.media import AudioProgress, AudioRequest, AudioResult, ImageProgress, ImageRequest, ImageResult
-from ..models.wire import ChatDelta, ChatRequest, ChatResult
+from ..models.modality import Item, Request, Result
 
 logger = logging.getLogger("aimu_ray")
 
@@ -32,11 +31,9 @@ class Engine(Protocol):
     denoising steps) ending in that answer. Requests and answers go by modality: a ``ChatRequest`` gets a
     ``ChatResult``, an ``ImageRequest`` an ``ImageResult``, an ``AudioRequest`` an ``AudioResult``."""
 
-    async def run(self, request: ChatRequest | ImageRequest | AudioRequest) -> ChatResult | ImageResult | AudioResult:
-        ...
+    async def run(self, request: Request) -> Result: ...
 
-    def stream(self, request: ChatRequest | ImageRequest | AudioRequest) -> AsyncIterator[
-            ChatDelta | ChatResult | ImageProgress | ImageResult | AudioProgress | AudioResult]: ...
+    def stream(self, request: Request) -> AsyncIterator[Item]: ...
 
     async def aclose(self) -> None: ...
 

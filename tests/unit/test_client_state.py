@@ -11,7 +11,7 @@ import pytest
 
 from aimu_ray import aio, tool
 from aimu_ray.models import ChatDelta, ChatResult, MissingAPIKeyError, ToolCall, Usage
-from aimu_ray.clients.sync import TextClient
+from aimu_ray.clients.sync import TextClient, sync_twin
 from aimu_ray.clients.requests import fold, served_model
 from aimu_ray.clients.text import ServedTextClient
 from aimu_ray.deployments.openai_api import ChatCompletionRequest
@@ -281,6 +281,11 @@ def served(model, *results):
 
 
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
+
+
+def test_a_served_client_reads_as_the_client_it_stands_for():
+    c, _ = served("vllm:plain")
+    assert repr(sync_twin(c)) == "TextClient('vllm:plain', messages=0)"
 
 
 async def test_a_served_remote_model_takes_tools_images_and_thinking_and_asks_nothing_unasked():

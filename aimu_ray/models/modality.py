@@ -1,0 +1,11 @@
+"""Every modality's request, answer and stream item as one type each: what engines, hosts and backends take
+whatever a model makes (text, images or audio)."""
+
+from __future__ import annotations
+
+from .media import AudioProgress, AudioRequest, AudioResult, ImageProgress, ImageRequest, ImageResult
+from .wire import ChatDelta, ChatRequest, ChatResult
+
+Request = ChatRequest | ImageRequest | AudioRequest
+Result = ChatResult | ImageResult | AudioResult
+Item = ChatDelta | ImageProgress | AudioProgress | Result     # a stream's progress, then its one result, last
