@@ -2,7 +2,7 @@
 
 State (``messages``, ``last_*``) lives here, in the caller's object; a request carries the whole
 conversation to whichever worker serves it, so workers stay stateless. The sync client in
-``aimu_ray.sync`` drives this class; nothing here is written twice.
+``clients.sync`` drives this class; nothing here is written twice.
 """
 
 from __future__ import annotations

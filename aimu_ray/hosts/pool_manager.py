@@ -40,7 +40,7 @@ MANAGER_NAME = "pool"
 
 
 class PoolConfig(BaseModel):
-    """Shape of the shared pool of workers that run remote-provider requests (see ``actors.pool``)."""
+    """Shape of the shared pool of workers that run remote-provider requests (see ``PoolManager``)."""
 
     model_config = ConfigDict(frozen=True)
 

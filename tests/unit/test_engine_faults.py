@@ -1,7 +1,7 @@
 """Failures every remote engine meets, tested once against all three wires (OpenAI, Anthropic, Ollama).
 
 The retry loop and the error mapping are written once (``engines/base.py``, ``engines/_remote.py``,
-``engines/_errors.py``), so the faults are too; what only one protocol has (Anthropic's 529, Ollama's
+``engines/remote/errors.py``), so the faults are too; what only one protocol has (Anthropic's 529, Ollama's
 "no user query") stays in that engine's own test module.
 """
 
@@ -14,7 +14,7 @@ import socket
 import pytest
 
 from aimu_ray.models import ChatRequest, Endpoint, ModelConnectionError, ModelTimeoutError, ProviderError
-from aimu_ray.engines.remote import errors as _errors
+from aimu_ray.engines.remote import errors
 from aimu_ray.models.errors import ConnectionDroppedError, ProviderResponseError, UpstreamError
 from tests.unit.engine_kit import failure, run, text_of
 
@@ -127,7 +127,7 @@ async def test_the_key_never_leaks_even_when_the_server_echoes_it(fake, caplog, 
 async def test_a_key_that_ends_a_long_error_is_redacted_before_the_message_is_cut(fake, caplog, wire, stream):
     """The provider's message is cut to a summary; cut first, the key's head would survive its redaction."""
     caplog.set_level(logging.DEBUG)
-    fake.fault(status=500, message="x" * (_errors._SUMMARY_LIMIT - len(KEY) + 1) + KEY)
+    fake.fault(status=500, message="x" * (errors._SUMMARY_LIMIT - len(KEY) + 1) + KEY)
     error = await failure(wire(stream=stream))
     assert isinstance(error, ProviderError) and "***" in str(error)
     for text in (str(error), str(error.__cause__), caplog.text, repr(pickle.dumps(error))):
@@ -139,7 +139,7 @@ def test_a_key_that_ends_a_long_transport_error_is_redacted_before_the_summary_i
 
     request = ChatRequest(provider="openai", model="gpt-test", messages=USER,
                           endpoint=Endpoint(base_url="http://127.0.0.1:9/v1", api_key=KEY))
-    error = _errors.translate(httpx.ConnectError("y" * (_errors._SUMMARY_LIMIT - 3) + KEY), request)
+    error = errors.translate(httpx.ConnectError("y" * (errors._SUMMARY_LIMIT - 3) + KEY), request)
     assert isinstance(error, ModelConnectionError)
     for text in (str(error), str(error.__cause__)):
         assert "***" in text and not _pieces_of(KEY) & _pieces_of(text)
