@@ -11,7 +11,8 @@ from typing import Iterable
 from . import aio
 from .models.errors import (ConnectionDroppedError, ContextOverflowError, LimitExceededError, MissingAPIKeyError,
                             ModelBusyError, ModelConnectionError, ModelError, ModelLoadError, ModelRefusalError,
-                            ModelTimeoutError, ModelUnloadedError, ProviderError, ProviderResponseError, RateLimitError)
+                            ModelTimeoutError, ModelUnloadedError, ProviderError, ProviderResponseError, RateLimitError,
+                            RegistryUnavailableError)
 from .models.limits import Limits, set_limits
 from .models.stream import StreamChunk, StreamingContentType
 from .models.tools import tool
@@ -20,7 +21,8 @@ from .clients.sync import AudioClient, ImageClient, TextClient, iterate, run, sy
 __all__ = [
     "ConnectionDroppedError", "ContextOverflowError", "LimitExceededError", "Limits", "MissingAPIKeyError",
     "ModelBusyError", "ModelConnectionError", "ModelError", "ModelLoadError", "ModelRefusalError", "ModelTimeoutError",
-    "ModelUnloadedError", "ProviderError", "ProviderResponseError", "RateLimitError", "StreamChunk",
+    "ModelUnloadedError", "ProviderError", "ProviderResponseError", "RateLimitError", "RegistryUnavailableError",
+    "StreamChunk",
     "StreamingContentType", "AudioClient", "ImageClient", "TextClient", "aio", "audio_client", "chat", "client", "connect",
     "generate_audio", "generate_image", "image_client", "init", "placements", "set_limits", "shutdown", "tool", "unload",
 ]

@@ -16,6 +16,8 @@ import os
 import sys
 from typing import Any, Sequence
 
+from .models.errors import ModelError
+
 DESCRIPTION = ("Serve models over an OpenAI-compatible API, talk to them, run batch jobs and see where "
                "everything runs, on the Ray named by --address or RAY_ADDRESS (or an embedded local Ray).")
 EXAMPLES = """\
@@ -39,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:                  # `aimu-ray status --json | head`: the reader left, nothing is wrong
         return 0
-    except (ValueError, TypeError, ImportError, OSError) as error:     # bad input: say what, no traceback
+    except (ValueError, TypeError, ImportError, OSError, ModelError) as error:   # say what, no traceback
         print(f"aimu-ray {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -93,7 +93,8 @@ def call_over_http(base_url: str, console: Console) -> None:
         extra = card.model_extra
         where = extra["placement"][0] if extra["placement"] else {}
         console.say(f"    {card.id:<14} {extra['modality']:<6} {extra['state']:<7} {where.get('device', '-'):<5} "
-                    f"reserved {_mib(where.get('reserved_bytes'))}, using {_mib(where.get('used_ram_bytes'))}")
+                    f"estimated {_mib(where.get('need_bytes'))}, reserved {_mib(where.get('reserved_bytes'))}, "
+                    f"using {_mib(where.get('used_bytes'))}")
 
     for model, engine in (("smollm2", "transformers"), ("smollm2-gguf", "llama.cpp")):
         console.say(f"==> chat with {model} ({engine}), temperature 0")

@@ -9,6 +9,9 @@ calls in one process share that trip. Errors come back typed, and a request is s
 - an unload's grace ran out under the request → ``ModelUnloadedError``, never re-sent;
 - the actor died under the request → ``ModelConnectionError`` saying so; Ray restarts it (the model
   loads again) unless it is out of restarts, in which case the next request gets a new actor.
+
+The registry may restart under any of this: Ray sends it the call again once it is back with its ledger rebuilt,
+and a registry ended for good is made anew for one more try (its calls are safe to repeat).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
-from ..cluster.connection import NAMESPACE, ensure_ray, result_of, unwrapped
+from ..cluster.connection import ensure_ray, named_actor, result_of, unwrapped
 from ..cluster.inventory import current_inventory_override
 from ..cluster.model_size import need_for
 from ..hosts.core import ModelRetiredError
@@ -89,14 +92,19 @@ class ModelBackend:
         """By name if it exists (and is not the dead one), else through the registry, which places and loads it."""
         ensure_ray()
         if gone_actor_id is None:
-            handle = _lookup(self.load.actor_name())
+            handle = named_actor(self.load.actor_name())
             if handle is not None:
                 return handle
-        need = need_for(self.load)
-        try:
-            return ray.get(get_registry().ensure.remote(self.load, need, current_inventory_override(), gone_actor_id))
-        except RayTaskError as failure:        # the load or placement error itself, not Ray's wrapper
-            raise unwrapped(failure) from None
+        need, inventory = need_for(self.load), current_inventory_override()
+        for attempt in range(2):
+            try:
+                return ray.get(get_registry().ensure.remote(self.load, need, inventory, gone_actor_id))
+            except RayTaskError as failure:    # the load or placement error itself, not Ray's wrapper
+                raise unwrapped(failure) from None
+            except RayActorError as failure:   # the registry was ended for good: a new one is made on the next try
+                if attempt:
+                    raise ModelConnectionError(f"The model registry ended while placing {self.load.label()} "
+                                               f"({type(failure).__name__}); send the request again.") from None
 
     def _drop(self, handle: ActorHandle) -> None:
         with self._lock:
@@ -115,7 +123,7 @@ class ModelBackend:
         Ray will not restart, may have run the request: the caller hears of it, and the next request resolves anew."""
         actor_id = handle._actor_id.hex()
         if not await result_of(get_registry().ended.remote(actor_id)):
-            if await asyncio.to_thread(_lookup, self.load.actor_name()) is None:
+            if await asyncio.to_thread(named_actor, self.load.actor_name()) is None:
                 self._drop(handle)             # dead for good: the next request gets a new actor
             return False
         await self._replace(handle)
@@ -175,12 +183,6 @@ async def _restarted(handle: ActorHandle) -> bool:
             return False
     return False
 
-
-def _lookup(name: str) -> ActorHandle | None:
-    try:
-        return ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
-        return None
 
 
 _backends: dict[str, ModelBackend] = {}

@@ -11,8 +11,12 @@ from ..models.placements import Placements
 
 
 async def placements() -> Placements:
-    registry = await _registry()
-    return Placements(await registry.placements.remote())
+    """Every model actor and replica's row; ``RegistryUnavailableError`` if the registry does not answer within a
+    few seconds (it restarts by itself and rebuilds its ledger), never a hang."""
+    from ..hosts.registry import read_placements
+
+    await _connected()
+    return Placements(await read_placements())
 
 
 async def unload(model: str | None = None, *, grace_s: float = 30.0) -> list[str]:
@@ -22,16 +26,15 @@ async def unload(model: str | None = None, *, grace_s: float = 30.0) -> list[str
     ``ModelUnloadedError``. Nothing is loaded again unless a new request asks for it.
     """
     from ..backends import reset_backends
+    from ..hosts.registry import get_registry
 
-    registry = await _registry()
-    unloaded = await registry.unload.remote(model, grace_s)
+    await _connected()
+    unloaded = await get_registry().unload.remote(model, grace_s)
     reset_backends(pool=False)      # this process's handles to those actors point at nothing now
     return unloaded
 
 
-async def _registry():
-    from ..hosts.registry import get_registry
+async def _connected() -> None:
     from ..cluster.connection import ensure_ray
 
     await asyncio.to_thread(ensure_ray)
-    return get_registry()

@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import ray
+from ray.actor import ActorHandle
 from ray.exceptions import RayTaskError
 
 from ..models.errors import MissingAPIKeyError, ModelError
@@ -58,3 +59,11 @@ def unwrapped(error: RayTaskError) -> BaseException:
     cause = error.cause
     cause.__suppress_context__ = isinstance(cause, (ModelError, MissingAPIKeyError))
     return cause
+
+
+def named_actor(name: str) -> ActorHandle | None:
+    """The live aimu_ray actor called ``name`` (a model actor, a pool worker), or None when there is none."""
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None

@@ -23,7 +23,7 @@ from typing import Any, Callable, Literal, Mapping, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..models.load import PlacementOptions
+from ..models.load import PlacementOptions, Target
 from .inventory import GPU, Inventory, Node
 from .need import ModelNeed
 
@@ -62,6 +62,10 @@ class Placement(BaseModel):
     offload: Offload | None = None
     gpu_bytes: dict[int, int] = Field(default_factory=dict)
     reason: str
+
+    def target(self) -> Target:
+        """The part of the decision the engine loads by: device, device map, offload."""
+        return Target(device=self.device, device_map=self.device_map, offload=self.offload)
 
     def reservations(self) -> dict[ReservedKey, int]:
         """Bytes this placement promises, keyed as ``place``'s ``reserved`` argument."""

@@ -44,8 +44,8 @@ from .status import model_state, serve_apps
 logger = logging.getLogger("aimu_ray")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_-]{20,64}\.(png|wav)$")
 REMOTE = "remote"              # the one deployment of every remote-provider model
-CARD_PLACEMENT = {"node_id", "device", "gpu_ids", "num_gpus", "reserved_bytes", "used_vram_bytes", "used_ram_bytes",
-                  "reason"}                # what a model card shows of each replica
+CARD_PLACEMENT = {"node_id", "device", "gpu_ids", "num_gpus", "need_bytes", "reserved_bytes", "used_bytes",
+                  "estimate_error_pct", "used_vram_bytes", "used_ram_bytes", "reason"}   # a card's view of a replica
 CLIENT_CLOSED = 499            # nginx's status for a request whose client went away; only metrics see it
 
 api = FastAPI(title="aimu_ray", version="1", description="OpenAI-compatible chat, images and audio over Ray Serve.")
@@ -304,10 +304,10 @@ def _sse(event: dict) -> str:
 
 
 async def _registry_rows() -> list[ModelPlacement]:
-    from ..hosts.registry import get_registry
+    from ..hosts.registry import read_placements
 
     try:
-        return await get_registry().placements.remote()
+        return await read_placements()
     except Exception as error:        # metrics and model cards are still worth answering without placement
         logger.warning("model registry unreachable: %s", error)
         return []

@@ -1,15 +1,15 @@
 """Prometheus metrics of the HTTP front end, one registry per ingress replica (``GET /metrics``).
 
 Request counts, errors, latency and tokens are counted where requests pass; queue depth is what is in
-flight per model at this ingress; VRAM reserved and used per model is read from the model registry
-when Prometheus scrapes, so it always matches ``aimu-ray status``.
+flight per model at this ingress; memory per model (estimated, VRAM reserved and used, and the estimate's
+error) is read from the model registry when Prometheus scrapes, so it always matches ``aimu-ray status``.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..models.placements import ModelPlacement
+from ..models.placements import ModelPlacement, estimate_error_pct
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -31,6 +31,13 @@ class Metrics:
                                    "and actors", ["model"], registry=self.registry)
         self.vram_used = Gauge("aimu_ray_vram_used_bytes", "GPU memory the model's replicas and actors measured "
                                "holding", ["model"], registry=self.registry)
+        self.estimated = Gauge("aimu_ray_memory_estimated_bytes", "memory sizing estimated, before loading, that the "
+                               "model's replicas and actors would hold (VRAM on a GPU, RAM on the CPU)", ["model"],
+                               registry=self.registry)
+        self.estimate_error = Gauge("aimu_ray_memory_estimate_error_percent", "how far the memory the model's "
+                                    "replicas and actors measured holding is from the estimate, in percent of the "
+                                    "estimate (+25: a quarter more than estimated); absent until both are known",
+                                    ["model"], registry=self.registry)
 
     def count_tokens(self, model: str, usage: dict | None) -> None:
         if usage:
@@ -38,18 +45,28 @@ class Metrics:
             self.tokens.labels(model, "completion").inc(usage.get("output_tokens", 0))
 
     def set_memory(self, rows: list[ModelPlacement]) -> None:
-        """Sum the registry's rows per model (a replica's rows under the name its app serves it as)."""
+        """Sum the registry's rows per model (a replica's rows under the name its app serves it as); the error is
+        that of the sums, over the rows whose estimate and measured use are both known."""
         reserved: dict[str, int] = {}
         used: dict[str, int] = {}
+        estimated: dict[str, int] = {}
+        compared: dict[str, tuple[int, int]] = {}
         for row in rows:
             model = row.name or row.model
             reserved[model] = reserved.get(model, 0) + (row.reserved_bytes if row.device == "cuda" else 0)
             used[model] = used.get(model, 0) + (row.used_vram_bytes or 0)
-        self.vram_reserved.clear()
-        self.vram_used.clear()
+            estimated[model] = estimated.get(model, 0) + row.need_bytes
+            if row.estimate_error_pct is not None:
+                need, measured = compared.get(model, (0, 0))
+                compared[model] = need + row.need_bytes, measured + row.used_bytes
+        for gauge in (self.vram_reserved, self.vram_used, self.estimated, self.estimate_error):
+            gauge.clear()
         for model in reserved:
             self.vram_reserved.labels(model).set(reserved[model])
             self.vram_used.labels(model).set(used[model])
+            self.estimated.labels(model).set(estimated[model])
+        for model, (need, measured) in compared.items():
+            self.estimate_error.labels(model).set(estimate_error_pct(need, measured))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -5,7 +5,7 @@
 module is imported on first use, so an SDK, torch, diffusers or llama_cpp loads only in the process where such
 a request runs. A provider's protocol for a task comes from its row (``ProviderSpec.protocol_for``).
 ``EngineCache`` keeps one remote engine per protocol, task and endpoint, so that concurrent requests share one
-SDK client and its connection pool; ``load_engine`` builds (and so loads) an in-process one.
+SDK client and its connection pool; ``local_engine_class`` names the class of an in-process one.
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ class EngineCache:
         await asyncio.gather(*(engine.aclose() for engine in engines))
 
 
-def load_engine(load: ModelLoad, target: Target) -> Engine:
-    """Build (and so load) the in-process engine for ``load`` on ``target``."""
-    return engine_class(protocol_of(load.provider, load.task, in_process=True), load.task)(load, target)
+def local_engine_class(load: ModelLoad) -> type[Engine]:
+    """The in-process engine class for ``load``, imported now; building it, ``(load, target)``, loads the weights."""
+    return engine_class(protocol_of(load.provider, load.task, in_process=True), load.task)
 
 
 def protocol_of(provider: str, task: Task = "text", *, in_process: bool = False) -> str:
@@ -88,4 +88,4 @@ def engine_class(protocol: str, task: Task) -> type[Engine]:
     return getattr(module, class_name)
 
 
-__all__ = ["ENGINES", "EngineCache", "engine_class", "load_engine", "protocol_of"]
+__all__ = ["ENGINES", "EngineCache", "engine_class", "local_engine_class", "protocol_of"]

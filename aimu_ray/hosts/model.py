@@ -17,7 +17,7 @@ from typing import AsyncIterator
 import ray
 from pydantic import BaseModel
 
-from ..engines import load_engine
+from ..engines import local_engine_class
 from ..engines.base import Engine
 from ..models.errors import ModelLoadError
 from ..models.load import ModelLoad, Target
@@ -32,12 +32,22 @@ class MeasuredUse(BaseModel):
     node_id: str
     gpu_ids: list[int]
     device: str
+    offload: str | None = None   # "model" or "sequential" when weights wait in RAM for their turn on the GPU
     vram_bytes: int = 0          # the larger of torch's peak allocation and NVML's figure for this process
     torch_peak_bytes: int = 0
     nvml_bytes: int = 0
-    ram_bytes: int = 0
+    ram_bytes: int = 0           # the whole process's RSS: Python, Ray and torch's own share included
+    ram_added_bytes: int = 0     # the RSS the load added, read once: the engine's libraries were imported before
     load_s: float = 0.0
     note: str = ""
+
+    @property
+    def model_bytes(self) -> int:
+        """What the model itself holds, the figure its estimate is held against: its VRAM on a GPU (plus the RAM
+        its load added when weights are offloaded there), the RAM its load added on the CPU."""
+        if self.device != "cuda":
+            return self.ram_added_bytes
+        return self.vram_bytes + (self.ram_added_bytes if self.offload else 0)
 
 
 class HostedModel:
@@ -51,7 +61,9 @@ class HostedModel:
         target, note = _usable(target)
         try:
             logger.info("Loading %s on %s", load.label(), target.device)
-            self.engine = load_engine(load, target)
+            engine_type = local_engine_class(load)
+            ram_before = _rss_bytes()          # torch & co. are imported by now: not counted as the model's
+            self.engine = engine_type(load, target)
         except ImportError as error:          # its message already says what to install
             self.error = error
             return
@@ -60,7 +72,7 @@ class HostedModel:
                                         f"{type(error).__name__}: {error}")
             self.error.__cause__ = error
             return
-        self.use = _measure(target, time.perf_counter() - started, note)
+        self.use = _measure(target, time.perf_counter() - started, note, ram_before)
 
     def ready(self) -> MeasuredUse:
         """The measured use; raises the load error if loading failed."""
@@ -110,11 +122,12 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _measure(target: Target, load_s: float, note: str) -> MeasuredUse:
+def _measure(target: Target, load_s: float, note: str, ram_before: int) -> MeasuredUse:
     context = ray.get_runtime_context()
     use = MeasuredUse(pid=os.getpid(), node_id=context.get_node_id(), gpu_ids=[int(i) for i in ray.get_gpu_ids()],
-                      device=target.device, load_s=load_s, note=note)
-    return use.model_copy(update=_current_use(use))
+                      device=target.device, offload=target.offload, load_s=load_s, note=note)
+    current = _current_use(use)
+    return use.model_copy(update={**current, "ram_added_bytes": max(0, current["ram_bytes"] - ram_before)})
 
 
 def _current_use(use: MeasuredUse) -> dict[str, int]:

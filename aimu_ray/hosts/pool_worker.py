@@ -19,7 +19,7 @@ from typing import AsyncIterator
 import ray
 from ray.actor import ActorHandle
 
-from ..cluster.connection import NAMESPACE
+from ..cluster.connection import NAMESPACE, named_actor
 from ..engines import EngineCache
 from ..models.media import ImageRequest, ImageResult
 from ..models.wire import ChatRequest, ChatResult
@@ -91,11 +91,7 @@ class PoolWorker:
 
 def named_workers() -> dict[str, ActorHandle]:
     """The pool's live workers by key, found by name, whoever started them."""
-    workers = {}
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["namespace"] == NAMESPACE and actor["name"].startswith(WORKER_PREFIX):
-            try:
-                workers[actor["name"].removeprefix(WORKER_PREFIX)] = ray.get_actor(actor["name"], namespace=NAMESPACE)
-            except ValueError:                    # gone since the listing
-                pass
-    return workers
+    names = [actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
+             if actor["namespace"] == NAMESPACE and actor["name"].startswith(WORKER_PREFIX)]
+    found = {name.removeprefix(WORKER_PREFIX): named_actor(name) for name in names}
+    return {key: worker for key, worker in found.items() if worker is not None}     # None: gone since the listing

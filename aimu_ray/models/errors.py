@@ -54,6 +54,11 @@ class ModelTimeoutError(ModelConnectionError):
     """The model did not answer in time, after the retries allowed."""
 
 
+class RegistryUnavailableError(ModelConnectionError):
+    """The model registry did not answer in time: it restarts on its own and rebuilds its ledger from the live
+    model actors and replicas, so asking again in a moment is the fix. Models already loaded keep answering."""
+
+
 class ProviderError(ModelError):
     """The provider answered with an error status (after retries, where retrying made sense).
 

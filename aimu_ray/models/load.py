@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Task = Literal["text", "image", "audio"]
 DEFAULT_KEEP_ALIVE_S = 600.0
+ACTOR_PREFIX = "model:"          # every model actor's name starts so: the registry finds them by it
 
 
 class PlacementOptions(BaseModel):
@@ -89,7 +90,7 @@ class ModelLoad(BaseModel):
     def actor_name(self) -> str:
         """The actor's cluster-wide name: readable in ``ray list actors``, unique by the digest."""
         readable = re.sub(r"[^A-Za-z0-9._-]+", "_", self.model_id.strip("/"))[-48:]
-        return f"model:{self.provider}:{self.task}:{readable}:{self.key()}"
+        return f"{ACTOR_PREFIX}{self.provider}:{self.task}:{readable}:{self.key()}"
 
     def label(self) -> str:
         return f"{self.provider}:{self.model_id}"

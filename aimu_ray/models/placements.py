@@ -1,14 +1,14 @@
-"""Rows of the placement table: one in-process model replica or actor, where it runs, memory promised against
-memory measured, and why. The model registry makes them; ``placements()``, ``aimu-ray status``, the HTTP model
-cards and ``/metrics`` read them."""
+"""Rows of the placement table: one in-process model replica or actor, where it runs, the memory estimated,
+promised and measured, and why. The model registry makes them; ``placements()``, ``aimu-ray status``, the HTTP
+model cards and ``/metrics`` read them."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 
 class ModelPlacement(BaseModel):
-    """One loaded model: its node and GPU share, memory reserved against memory measured, and the reason."""
+    """One loaded model: its node and GPU share, memory estimated, reserved and measured, and the reason."""
 
     model: str
     task: str
@@ -20,10 +20,11 @@ class ModelPlacement(BaseModel):
     gpu_ids: list[int] = []              # the GPUs Ray actually gave the actor
     num_gpus: float = 0.0
     offload: str | None = None
-    need_bytes: int = 0
-    reserved_bytes: int = 0
+    need_bytes: int = 0                  # the estimate: what sizing read from the weight files before loading
+    reserved_bytes: int = 0              # what placement promised: VRAM on a GPU, RAM on the CPU
+    used_bytes: int | None = None        # what the model measured holding: the figure the estimate is held against
     used_vram_bytes: int | None = None
-    used_ram_bytes: int | None = None
+    used_ram_bytes: int | None = None    # the whole hosting process's RSS, Python and torch included
     in_flight: int | None = None
     idle_s: float | None = None
     load_s: float | None = None
@@ -32,34 +33,49 @@ class ModelPlacement(BaseModel):
     deployment: str | None = None        # set for a Serve replica: the deployment it belongs to
     name: str | None = None              # and the name its app serves the model under
 
+    @computed_field
+    @property
+    def estimate_error_pct(self) -> float | None:
+        """How far the measured use is from the estimate, in percent of the estimate (+25: a quarter more)."""
+        return estimate_error_pct(self.need_bytes, self.used_bytes)
+
     @property
     def shown_as(self) -> str:
         """How a table names the row: the served name, else the model string (a long path keeps its end)."""
         return self.name or _tail(self.model, MODEL_WIDTH)
 
 
+def estimate_error_pct(estimated: int | None, measured: int | None) -> float | None:
+    """(measured − estimated) / estimated in percent, to 0.1; None when either is unknown or zero."""
+    if not estimated or not measured:
+        return None
+    return round((measured - estimated) / estimated * 100, 1)
+
+
 MODEL_WIDTH = 36
+SIZE_WIDTH = 9
 
 
 class Placements(list):
     """A list of ``ModelPlacement`` that prints as a table, with each reason below its row.
 
-    ``reserved`` is what placement promised: VRAM on a GPU, RAM through Ray's ``memory`` resource on a CPU;
-    ``used`` is what the host measured: its VRAM on a GPU, the whole process's RAM on a CPU.
+    ``estimate`` is the need sizing read from the weight files; ``reserved`` what placement promised: VRAM on a
+    GPU, RAM through Ray's ``memory`` resource on a CPU; ``used`` what the model measured holding: its VRAM on a
+    GPU, the RSS its load added on a CPU (not Python's and torch's own); ``error`` is used against estimate.
     """
 
     def __str__(self) -> str:
         if not self:
             return "No models loaded."
-        header = (f"{'model':<{MODEL_WIDTH}} {'task':<6} {'state':<10} {'where':<22} {'share':>6} {'reserved':>10} "
-                  f"{'used':>10}")
-        lines = [header]
+        lines = [f"{'model':<{MODEL_WIDTH}} {'task':<5} {'state':<10} {'where':<22} {'share':>5} "
+                 f"{'estimate':>{SIZE_WIDTH}} {'reserved':>{SIZE_WIDTH}} {'used':>{SIZE_WIDTH}} {'error':>6}"]
         for row in self:
             where = f"{row.node_id[:12]} {row.device}{row.gpu_ids or row.gpu_indices or ''}"
-            used = row.used_vram_bytes if row.device == "cuda" else row.used_ram_bytes
             share = f"{row.num_gpus:.2f}" if row.device == "cuda" else "-"
-            lines.append(f"{row.shown_as:<{MODEL_WIDTH}} {row.task:<6} {row.state[:10]:<10} {where[:22]:<22} "
-                         f"{share:>6} {_size(row.reserved_bytes):>10} {_size(used):>10}")
+            error = "-" if row.estimate_error_pct is None else f"{row.estimate_error_pct:+.0f}%"
+            sizes = " ".join(f"{_size(n):>{SIZE_WIDTH}}" for n in (row.need_bytes, row.reserved_bytes, row.used_bytes))
+            lines.append(f"{row.shown_as:<{MODEL_WIDTH}} {row.task:<5} {row.state[:10]:<10} {where[:22]:<22} "
+                         f"{share:>5} {sizes} {error:>6}")
             lines.append(f"    {row.reason}" + (f" ({row.note})" if row.note else ""))
         return "\n".join(lines)
 
@@ -76,7 +92,7 @@ def _tail(model: str, width: int) -> str:
 
 
 def _size(nbytes: int | None) -> str:
-    """GiB from 1 GiB up, MiB below: a CPU row's few MiB must not read as zero."""
-    if nbytes is None:
+    """GiB from 1 GiB up, MiB below: a CPU row's few MiB must not read as zero; unknown (or nothing) is a dash."""
+    if not nbytes:
         return "-"
     return f"{nbytes / 1024**3:.2f} GiB" if nbytes >= 1024**3 else f"{nbytes / 1024**2:.0f} MiB"

@@ -82,6 +82,9 @@ def test_models_lists_every_served_model_with_modality_state_and_placement(sdk):
     assert cards["keyless"]["state"] == "failed" and "API key" in cards["keyless"]["error"]
     placement = cards["tiny"]["placement"]
     assert len(placement) == 1 and placement[0]["device"] == "cpu" and placement[0]["reason"]
+    [row] = placement          # the estimate held against the RAM the load added, not the whole process's RSS
+    assert row["need_bytes"] > 0 and row["reserved_bytes"] > 0 and 0 < row["used_bytes"] < row["used_ram_bytes"]
+    assert row["estimate_error_pct"] == round((row["used_bytes"] - row["need_bytes"]) / row["need_bytes"] * 100, 1)
     assert cards["gpt"]["placement"] == []
 
 
@@ -336,6 +339,7 @@ def test_health_and_metrics_need_no_key(app, sdk):
     assert 'aimu_ray_tokens_total{kind="completion",model="tiny"}' in metrics
     assert 'aimu_ray_request_errors_total{model="nope"' not in metrics          # 404s are not model traffic
     assert "aimu_ray_requests_in_flight" in metrics and "aimu_ray_vram_reserved_bytes" in metrics
+    assert 'aimu_ray_memory_estimate_error_percent{model="tiny"}' in metrics
 
 
 # ----- cancellation -----

@@ -66,6 +66,7 @@ async def test_two_models_share_a_gpu_by_fraction_and_a_third_goes_to_the_other(
     assert by_gpu == [0, 0, 1]
     assert all(row.num_gpus == pytest.approx(0.4, abs=0.01) for row in rows)
     assert all(row.state == "ready" and "CUDA is not available" in row.note for row in rows)
+    assert all(0 < row.used_bytes < row.used_ram_bytes and row.estimate_error_pct is not None for row in rows)
     assert {tuple(row.gpu_ids) for row in rows} == {(0,), (1,)}        # Ray gave them two distinct GPUs
     assert ray.available_resources().get("GPU", 0) == pytest.approx(2 - 3 * rows[0].num_gpus)
 

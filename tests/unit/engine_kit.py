@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aimu_ray.engines import engine_class, protocol_of
+from aimu_ray.engines import engine_class, local_engine_class, protocol_of
 from aimu_ray.models import ChatDelta, ChatRequest, ChatResult
+from aimu_ray.models.load import ModelLoad, Target
 
 
 async def run(request: ChatRequest) -> tuple[list[ChatDelta], ChatResult]:
@@ -29,3 +30,8 @@ async def failure(request: ChatRequest) -> Exception:
 
 def text_of(deltas: list[ChatDelta], phase: str) -> str:
     return "".join(d.text for d in deltas if d.phase == phase)
+
+
+def loaded(load: ModelLoad, target: Target | None = None):
+    """The in-process engine for ``load``, found as a host finds it and loaded on ``target`` (CPU by default)."""
+    return local_engine_class(load)(load, target or Target())

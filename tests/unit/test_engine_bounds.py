@@ -15,10 +15,10 @@ from contextlib import suppress
 import pytest
 
 from aimu_ray.engines.local.hf_text import HFTextEngine
-from aimu_ray.engines import load_engine
 from aimu_ray.models import ChatRequest, ContextOverflowError
 from aimu_ray.models.load import ModelLoad, Target
 from aimu_ray.models.media import AudioRequest
+from tests.unit.engine_kit import loaded
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures", "tests.fixtures.audio_fixtures"]
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -123,8 +123,8 @@ async def test_a_closed_stream_stops_its_row_within_one_token(engine):
 # ----- llama.cpp -----
 
 async def test_llama_cpp_refuses_a_prompt_past_the_bound_without_tokenizing(tiny_gguf_path, monkeypatch):
-    engine = load_engine(ModelLoad(provider="llamacpp", task="text", model_id="tiny",
-                                   options={"model_path": str(tiny_gguf_path), "n_ctx": 256}), Target())
+    engine = loaded(ModelLoad(provider="llamacpp", task="text", model_id="tiny",
+                              options={"model_path": str(tiny_gguf_path), "n_ctx": 256}))
     try:
         spy = Spy(engine._llm.tokenize)
         monkeypatch.setattr(engine._llm, "tokenize", spy)
@@ -144,8 +144,7 @@ async def test_llama_cpp_refuses_a_prompt_past_the_bound_without_tokenizing(tiny
     ("tiny_audioldm2_dir", "audioldm2", lambda model: model.pipe.unet),
 ], ids=["musicgen", "audioldm2"])
 async def test_audio_whose_caller_left_stops_within_one_token_or_step(request, folder, kind, module):
-    engine = load_engine(ModelLoad(provider="hf", task="audio", model_id=str(request.getfixturevalue(folder))),
-                         Target())
+    engine = loaded(ModelLoad(provider="hf", task="audio", model_id=str(request.getfixturevalue(folder))))
     long = AudioRequest(provider="hf", model="tiny", prompt="drums", duration_s=30 if kind == "musicgen" else 0.2,
                         num_inference_steps=200, seed=0)
     held = Held(module(engine._model), at=3)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from aimu_ray.engines.local.hf_audio import HFAudioEngine, _step_callback, resolve_pipeline_type
-from aimu_ray.engines import load_engine
 from aimu_ray.models.load import ModelLoad, Target
 from aimu_ray.models.media import AudioProgress, AudioRequest, AudioResult
+from tests.unit.engine_kit import loaded
 
 pytest_plugins = ["tests.fixtures.audio_fixtures"]
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")   # deprecations inside diffusers and transformers
@@ -49,7 +49,7 @@ class Loaded:
 def model(request) -> Loaded:
     """Each tiny model loaded once per module, its type detected from its folder."""
     kind, folder = request.param, request.getfixturevalue(request.param.folder_fixture)
-    engine = load_engine(ModelLoad(provider="hf", task="audio", model_id=str(folder)), Target())    # the registry
+    engine = loaded(ModelLoad(provider="hf", task="audio", model_id=str(folder)))    # as a host finds it
     yield Loaded(kind, folder, engine)
     asyncio.run(engine.aclose())
 

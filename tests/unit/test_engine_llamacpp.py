@@ -9,10 +9,10 @@ from typing import ClassVar
 import pytest
 
 from aimu_ray.engines.local import llamacpp
-from aimu_ray.engines import load_engine
 from aimu_ray.engines.local.llamacpp import LlamaCppEngine, llama_kwargs
 from aimu_ray.models import ChatDelta, ChatRequest, ChatResult, ContextOverflowError, ToolCall, Usage
 from aimu_ray.models.load import ModelLoad, Target
+from tests.unit.engine_kit import loaded
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures"]
 on_module_loop = pytest.mark.asyncio(loop_scope="module")  # the shared engine's FIFO lock belongs to one loop
@@ -39,7 +39,7 @@ async def streamed(engine: LlamaCppEngine, request: ChatRequest) -> tuple[list[C
 
 @pytest.fixture(scope="module")
 async def engine(tiny_gguf_path):
-    engine = load_engine(load(tiny_gguf_path, n_ctx=N_CTX), Target())        # found through the registry
+    engine = loaded(load(tiny_gguf_path, n_ctx=N_CTX))        # found as a host finds it
     yield engine
     await engine.aclose()
 

@@ -124,15 +124,24 @@ def test_serve_statuses_become_model_states(deployment, state):
     assert model_state(deployment)[0] == state
 
 
-def test_vram_gauges_sum_a_deployments_replicas_under_its_public_name():
+def test_memory_gauges_sum_a_deployments_replicas_under_its_public_name():
     metrics = Metrics()
     replica = dict(model="hf:q", task="text", key="k", state="serving", node_id="n", deployment="model-q", name="q",
-                   device="cuda", reserved_bytes=10)
-    rows = [ModelPlacement(**replica, used_vram_bytes=7), ModelPlacement(**replica, used_vram_bytes=8),
+                   device="cuda", need_bytes=10, reserved_bytes=10)
+    rows = [ModelPlacement(**replica, used_bytes=7, used_vram_bytes=7),
+            ModelPlacement(**replica, used_bytes=8, used_vram_bytes=8),
             ModelPlacement(model="hf:other", task="text", key="o", state="ready", node_id="n", device="cpu",
-                           reserved_bytes=99)]
+                           need_bytes=50, reserved_bytes=99),
+            ModelPlacement(model="hf:cpu", task="text", key="c", state="ready", node_id="n", device="cpu",
+                           need_bytes=100, reserved_bytes=100, used_bytes=120, used_ram_bytes=900)]
     metrics.set_memory(rows)
     text = metrics.render().decode()
     assert 'aimu_ray_vram_reserved_bytes{model="q"} 20.0' in text
     assert 'aimu_ray_vram_used_bytes{model="q"} 15.0' in text
     assert 'aimu_ray_vram_reserved_bytes{model="hf:other"} 0.0' in text
+    assert 'aimu_ray_memory_estimated_bytes{model="q"} 20.0' in text
+    assert 'aimu_ray_memory_estimate_error_percent{model="q"} -25.0' in text       # 15 measured of 20 estimated
+    assert 'aimu_ray_memory_estimate_error_percent{model="hf:cpu"} 20.0' in text   # the RAM its load added
+    assert 'aimu_ray_memory_estimated_bytes{model="hf:other"} 50.0' in text
+    assert 'aimu_ray_memory_estimate_error_percent{model="hf:other"}' not in text  # not measured yet: no figure
+    assert "# HELP aimu_ray_memory_estimate_error_percent how far the memory" in text
