@@ -24,7 +24,7 @@ __all__ = [
     "ModelUnloadedError", "ProviderError", "ProviderResponseError", "RateLimitError", "RegistryUnavailableError",
     "StreamChunk",
     "StreamingContentType", "AudioClient", "ImageClient", "TextClient", "aio", "audio_client", "chat", "client", "connect",
-    "generate_audio", "generate_image", "image_client", "init", "placements", "set_limits", "shutdown", "tool", "unload",
+    "evictions", "generate_audio", "generate_image", "image_client", "init", "placements", "set_limits", "shutdown", "tool", "unload",
 ]
 
 _RUNTIME_NAMES = ("init", "shutdown")
@@ -75,6 +75,11 @@ def connect(name: str, *, app: str = "aimu_ray", system: str | None = None):
 def placements():
     """Every in-process model loaded on the cluster: node, GPU share, memory reserved vs used, and why."""
     return run(aio.placements())
+
+
+def evictions():
+    """The idle models unloaded to make room for others, oldest first: what each freed, for which model, and why."""
+    return run(aio.evictions())
 
 
 def unload(model: str | None = None, *, grace_s: float = 30.0) -> list[str]:

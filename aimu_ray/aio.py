@@ -10,12 +10,12 @@ import os
 from typing import Iterable
 
 from .clients.text import AsyncTextClient
-from .clients.loaded_models import placements, unload
+from .clients.loaded_models import evictions, placements, unload
 from .clients.media import AsyncAudioClient, AsyncImageClient
 from .models.limits import set_limits
 
 __all__ = ["AsyncAudioClient", "AsyncImageClient", "AsyncTextClient", "audio_client", "chat", "client", "connect",
-           "generate_audio", "generate_image", "image_client", "placements", "set_limits", "unload"]
+           "evictions", "generate_audio", "generate_image", "image_client", "placements", "set_limits", "unload"]
 
 
 def default_text_model() -> str:

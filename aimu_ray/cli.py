@@ -14,10 +14,12 @@ import contextlib
 import json
 import os
 import sys
+import time
 from typing import Any, Sequence
 
 from .models.errors import ModelError
 
+EVICTIONS_SHOWN = 10           # the latest evictions `aimu-ray status` lists (--json has them all)
 DESCRIPTION = ("Serve models over an OpenAI-compatible API, talk to them, run batch jobs and see where "
                "everything runs, on the Ray named by --address or RAY_ADDRESS (or an embedded local Ray).")
 EXAMPLES = """\
@@ -249,14 +251,21 @@ def _status(args) -> int:
     _connect(args)
     inventory = aimu_ray.run(survey())
     rows = aimu_ray.placements()
+    evictions = aimu_ray.evictions()
     apps = serve_apps()
     if args.json:
         print(json.dumps({"nodes": inventory.model_dump()["nodes"], "models": [row.model_dump() for row in rows],
-                          "serve": apps}, indent=2))
+                          "evictions": [e.model_dump() for e in evictions], "serve": apps}, indent=2))
         return 0
     print(_nodes_table(inventory))
     print()
     print(rows)
+    if evictions:
+        print(f"\nEvictions ({len(evictions)}, latest last):")
+        for e in evictions[-EVICTIONS_SHOWN:]:
+            when = time.strftime("%H:%M:%S", time.localtime(e.at))
+            print(f"  {when} {e.model} (copy {e.replica}) idle {e.idle_s:.0f} s, freed "
+                  f"{e.freed_bytes / 1024**3:.2f} GiB on {e.node_id[:12]} GPU {e.gpu_indices or '-'} for {e.for_model}")
     if apps:
         print()
         for app, deployments in apps.items():

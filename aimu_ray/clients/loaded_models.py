@@ -1,13 +1,14 @@
-"""The in-process models loaded on the cluster: where each runs and why (``placements``), and ``unload``.
+"""The in-process models loaded on the cluster: where each runs and why (``placements``), what was evicted to
+make room (``evictions``), and ``unload``.
 
-Async here; ``aimu_ray.placements()`` / ``aimu_ray.unload()`` are the sync forms.
+Async here; ``aimu_ray.placements()`` / ``aimu_ray.evictions()`` / ``aimu_ray.unload()`` are the sync forms.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from ..models.placements import Placements
+from ..models.placements import Eviction, Placements
 
 
 async def placements() -> Placements:
@@ -17,6 +18,15 @@ async def placements() -> Placements:
 
     await _connected()
     return Placements(await read_placements())
+
+
+async def evictions() -> list[Eviction]:
+    """The idle models unloaded to make room for others, oldest first, each with what it freed and why (the latest
+    few hundred since the registry started)."""
+    from ..hosts.registry import read_evictions
+
+    await _connected()
+    return (await read_evictions())[0]
 
 
 async def unload(model: str | None = None, *, grace_s: float = 30.0) -> list[str]:

@@ -120,7 +120,7 @@ def _ram_free(node: Node, reserved: Mapping[ReservedKey, int]) -> int:
 def _slots(nodes: list[Node], reserved: Mapping[ReservedKey, int], gpu_index: int | None) -> list[Slot]:
     return [
         Slot(node, gpu, gpu.free_bytes - reserved.get((node.node_id, gpu.index), 0), _ram_free(node, reserved),
-             reserved.get((node.node_id, gpu.index), 0) == 0)
+             reserved.get((node.node_id, gpu.index), 0) <= 0)   # below 0: an evicted model's memory came back
         for node in nodes for gpu in node.gpus if gpu_index in (None, gpu.index)
     ]
 
@@ -178,6 +178,21 @@ def least_leftover(slot: Slot, promised: int) -> tuple[int, str, int]:
     return slot.free_bytes - promised, slot.node.node_id, slot.gpu.index
 
 
+def spread_then_fit(copies: Mapping[ReservedKey, int]) -> Callable[[Slot, int], tuple]:
+    """Score for another copy of a model (lower wins): a GPU without a copy of it first, then a node with the
+    fewest, then best fit. Copies spread over GPUs and nodes before they pack, so one lost GPU or node leaves the
+    others serving, and copies do not share one GPU's compute."""
+    per_node: dict[str, int] = {}
+    for (node_id, _), count in copies.items():
+        per_node[node_id] = per_node.get(node_id, 0) + count
+
+    def score(slot: Slot, promised: int) -> tuple:
+        here = copies.get((slot.node.node_id, slot.gpu.index), 0)
+        return (here, per_node.get(slot.node.node_id, 0), *least_leftover(slot, promised))
+
+    return score
+
+
 # -------------------------------------------------------------------------------------------- tiers
 
 
@@ -189,6 +204,7 @@ class Request:
     nbytes: int
     options: PlacementOptions
     slots: list[Slot]
+    copies: Mapping[ReservedKey, int]   # where other copies of this model already run (GPU → how many)
 
     @property
     def device_map(self) -> str | dict[str, Any] | None:
@@ -206,9 +222,12 @@ def one_gpu(label: str, gpu_bytes: int, offload: Offload | None, ram_bytes: int)
         kept, rejected = select(request.slots, [HasRoom(gpu_bytes, fraction), HasRAM(ram_bytes)])
         if not kept:
             return None, rejected
-        best = min(kept, key=lambda s: least_leftover(s, s.share(gpu_bytes, fraction)[1]))
+        score = spread_then_fit(request.copies) if request.copies else least_leftover
+        best = min(kept, key=lambda s: score(s, s.share(gpu_bytes, fraction)[1]))
         num_gpus, promised = best.share(gpu_bytes, fraction)
-        reason = (f"{label[:1].upper() + label[1:]} on {best.name}: best fit, {gib(best.free_bytes)} free, promises {gib(promised)} "
+        fit = f"fewest copies of this model ({sum(request.copies.values())} elsewhere), then best fit" \
+            if request.copies else "best fit"
+        reason = (f"{label[:1].upper() + label[1:]} on {best.name}: {fit}, {gib(best.free_bytes)} free, promises {gib(promised)} "
                   f"(num_gpus={num_gpus:g} of {gib(best.gpu.total_bytes)}), leaves {gib(best.free_bytes - promised)}"
                   + (f"; {gib(ram_bytes)} of RAM for the offloaded weights" if ram_bytes else "") + ".")
         return Placement(node_id=best.node.node_id, gpu_indices=[best.gpu.index], num_gpus=num_gpus,
@@ -300,11 +319,13 @@ def on_cpu(request: Request, nodes: list[Node], reserved: Mapping[ReservedKey, i
 
 
 def place(need: ModelNeed, inventory: Inventory, options: PlacementOptions | None = None,
-          reserved: Mapping[ReservedKey, int] | None = None) -> Placement:
+          reserved: Mapping[ReservedKey, int] | None = None, copies: Mapping[ReservedKey, int] | None = None
+          ) -> Placement:
     """Decide where ``need`` goes in ``inventory``, given bytes ``reserved`` by earlier placements.
 
     ``reserved`` maps (node_id, gpu_index) — or (node_id, None) for RAM — to bytes promised to actors
     that may not have allocated them yet, so two placements in a row never promise the same memory.
+    ``copies`` counts the copies of this same model already placed per GPU: another copy spreads before it packs.
     Raises ``PlacementError`` when nothing fits, unless ``options.force`` is set.
     """
     options = options or PlacementOptions()
@@ -314,7 +335,7 @@ def place(need: ModelNeed, inventory: Inventory, options: PlacementOptions | Non
     if not nodes:
         known = ", ".join(n.node_id for n in inventory.nodes) or "none"
         raise PlacementError(f"no node {options.node_id!r} in the inventory (nodes: {known})")
-    request = Request(need, nbytes, options, _slots(nodes, reserved, options.gpu_constraint))
+    request = Request(need, nbytes, options, _slots(nodes, reserved, options.gpu_constraint), copies or {})
     header = f"{need.model} ({need.kind}, {need.dtype}) needs {gib(nbytes)}{_pinned(options)}."
     if options.wants_cpu:
         return _with_header(on_cpu(request, nodes, reserved, "device='cpu' requested"), header, [])

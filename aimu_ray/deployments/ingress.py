@@ -91,8 +91,9 @@ class Ingress:
         return {"status": "ok"}
 
     async def metrics(self) -> Response:
-        rows = await _registry_rows()
+        rows, (_, evicted) = await asyncio.gather(_registry_rows(), _registry_evictions())
         self._metrics.set_memory(rows)
+        self._metrics.set_evictions(evicted)
         return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def list_models(self) -> dict:
@@ -306,11 +307,22 @@ def _sse(event: dict) -> str:
 async def _registry_rows() -> list[ModelPlacement]:
     from ..hosts.registry import read_placements
 
+    return await _from_registry(read_placements, [])
+
+
+async def _registry_evictions() -> tuple[list, dict[str, int]]:
+    from ..hosts.registry import read_evictions
+
+    return await _from_registry(read_evictions, ([], {}))
+
+
+async def _from_registry(read, unknown):
+    """What the registry answers, or ``unknown``: metrics and model cards are still worth answering without it."""
     try:
-        return await read_placements()
-    except Exception as error:        # metrics and model cards are still worth answering without placement
+        return await read()
+    except Exception as error:
         logger.warning("model registry unreachable: %s", error)
-        return []
+        return unknown
 
 
 IngressDeployment = serve.deployment(name=INGRESS)(serve.ingress(api)(Ingress))

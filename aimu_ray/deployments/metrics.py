@@ -2,7 +2,8 @@
 
 Request counts, errors, latency and tokens are counted where requests pass; queue depth is what is in
 flight per model at this ingress; memory per model (estimated, VRAM reserved and used, and the estimate's
-error) is read from the model registry when Prometheus scrapes, so it always matches ``aimu-ray status``.
+error) and evictions are read from the model registry when Prometheus scrapes, so they always match ``aimu-ray
+status``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ class Metrics:
                                     "replicas and actors measured holding is from the estimate, in percent of the "
                                     "estimate (+25: a quarter more than estimated); absent until both are known",
                                     ["model"], registry=self.registry)
+
+        self.evictions = Gauge("aimu_ray_evictions_total", "times an idle copy of the model was unloaded to make "
+                               "room for another model, since the model registry started", ["model"],
+                               registry=self.registry)
+
+    def set_evictions(self, counts: dict[str, int]) -> None:
+        """The registry's count per model (it keeps them: every ingress replica reports the same figure)."""
+        self.evictions.clear()
+        for model, count in counts.items():
+            self.evictions.labels(model).set(count)
 
     def count_tokens(self, model: str, usage: dict | None) -> None:
         if usage:

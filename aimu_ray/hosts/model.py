@@ -23,6 +23,7 @@ from ..models.errors import ModelLoadError
 from ..models.load import ModelLoad, Target
 
 logger = logging.getLogger("aimu_ray")
+NOSET_CUDA_VISIBLE_DEVICES = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"   # Ray then leaves a process's GPUs to us
 
 
 class MeasuredUse(BaseModel):
@@ -124,10 +125,25 @@ def _cuda_available() -> bool:
 
 def _measure(target: Target, load_s: float, note: str, ram_before: int) -> MeasuredUse:
     context = ray.get_runtime_context()
-    use = MeasuredUse(pid=os.getpid(), node_id=context.get_node_id(), gpu_ids=[int(i) for i in ray.get_gpu_ids()],
+    use = MeasuredUse(pid=os.getpid(), node_id=context.get_node_id(), gpu_ids=_gpu_ids(),
                       device=target.device, offload=target.offload, load_s=load_s, note=note)
     current = _current_use(use)
     return use.model_copy(update={**current, "ram_added_bytes": max(0, current["ram_bytes"] - ram_before)})
+
+
+def pinned_gpus(indices: list[int]) -> dict[str, str]:
+    """The environment that puts a model's process on the GPUs placement chose. Ray hands a fractional share out on
+    whichever GPU it likes, blind to the memory the ledger measured there; so Ray keeps counting the fraction, and
+    the process sees the GPUs the decision named (numbered as NVML numbers them)."""
+    return {NOSET_CUDA_VISIBLE_DEVICES: "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, indices))}
+
+
+def _gpu_ids() -> list[int]:
+    """The GPUs this process computes on: those placement pinned it to (the registry sets them and tells Ray to keep
+    out), else those Ray granted."""
+    pinned = os.environ.get("CUDA_VISIBLE_DEVICES", "") if os.environ.get(NOSET_CUDA_VISIBLE_DEVICES) == "1" else ""
+    return [int(i) for i in pinned.split(",") if i.strip().isdigit()] or [int(i) for i in ray.get_gpu_ids()]
 
 
 def _current_use(use: MeasuredUse) -> dict[str, int]:

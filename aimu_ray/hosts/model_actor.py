@@ -1,7 +1,8 @@
 """The model actor: one in-process model (HF text, llama.cpp, diffusers, HF audio) living in a Ray actor.
 
-One actor per ``ModelLoad`` on the whole cluster, named after it and created only by the registry
-(``hosts.registry``), so every client that asks for the same model shares its weights. It serves
+One actor per copy of a ``ModelLoad`` on the whole cluster (``replicas``: one or more), named after it and its
+copy number and created only by the registry (``hosts.registry``), so every client that asks for the same model
+shares its copies. It serves
 requests concurrently (the engines batch what can share a forward pass), streams incrementally,
 measures the memory it really holds after loading and reports it, and retires itself after an idle
 keep-alive so its GPU share goes back to the cluster.
@@ -42,8 +43,8 @@ END_WAIT_S = 10.0        # how long ending the requests in flight may take (a de
 
 @ray.remote(concurrency_groups={CONTROL: 2})
 class ModelActor:
-    def __init__(self, load: ModelLoad, need: ModelNeed, placement: Placement) -> None:
-        self._load, self._need, self._placement = load, need, placement
+    def __init__(self, load: ModelLoad, need: ModelNeed, placement: Placement, replica: int = 0) -> None:
+        self._load, self._need, self._placement, self._replica = load, need, placement, replica
         self._created_at = time.time()
         self._core = HostCore(load.label())
         self._loading: Future[HostedModel] = Future()
@@ -70,7 +71,8 @@ class ModelActor:
         measured use, requests in flight, idle time. A row of ``aimu_ray.placements()``, and what a restarted
         registry rebuilds its ledger from."""
         model = self._loading.result() if self._loading.done() and not self._loading.exception() else None
-        return {"load": self._load, "need": self._need, "placement": self._placement, "created_at": self._created_at,
+        return {"load": self._load, "replica": self._replica, "need": self._need, "placement": self._placement,
+                "created_at": self._created_at,
                 "loading": not self._loading.done(), "use": model.current_use() if model else None,
                 "in_flight": self._core.in_flight, "idle_s": self._core.idle_s(), "retiring": self._core.retiring,
                 "engine": model.stats() if model else None}
@@ -110,5 +112,5 @@ class ModelActor:
             time.sleep(min(keep_alive / 4, MAX_IDLE_CHECK_S))
             if self._core.retire_if_idle(keep_alive):
                 logger.info("%s idle for %.0f s: unloading", self._load.label(), keep_alive)
-                tell_registry("retired", self._load, ray.get_runtime_context().get_actor_id())
+                tell_registry("retired", self._load.actor_name(self._replica), ray.get_runtime_context().get_actor_id())
                 return

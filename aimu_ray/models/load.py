@@ -1,7 +1,9 @@
 """What identifies one loaded in-process model, what the user pinned of its placement, and where it went.
 
-``ModelLoad`` is the key of a ModelActor: two clients anywhere on the cluster that ask for the same
-model with the same load options get the same actor, because its name is derived from this object.
+``ModelLoad`` is the key of a model's replica group: two clients anywhere on the cluster that ask for the same
+model with the same load options get the same actors, because their names are derived from this object.
+``Replicas`` says how many copies of it run and when there are more or fewer; like ``keep_alive_s`` and ``pin``
+it is how the model is served, not which model it is, so it stays out of the key.
 ``Target`` is the part of a placement decision an engine needs to load its weights.
 """
 
@@ -16,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Task = Literal["text", "image", "audio"]
 DEFAULT_KEEP_ALIVE_S = 600.0
+DEFAULT_TARGET_IN_FLIGHT = 8.0   # requests in flight per copy before another is added (HF text batches them)
+DEFAULT_SCALE_IN_IDLE_S = 60.0   # a copy above the minimum goes after this long without a request
 ACTOR_PREFIX = "model:"          # every model actor's name starts so: the registry finds them by it
 
 
@@ -65,10 +69,48 @@ class PlacementOptions(BaseModel):
         return self.gpu_index if self.gpu_index is not None else self._device_index()
 
 
+class Replicas(BaseModel):
+    """How many copies of a model run: a fixed count (``min == max``) or a range the registry scales by requests in
+    flight. It adds a copy when the requests in flight per copy pass ``target_in_flight``, and takes one away (never
+    below ``min_replicas``) once that copy has had no request for ``scale_in_idle_s``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=1, ge=1)
+    target_in_flight: float = Field(default=DEFAULT_TARGET_IN_FLIGHT, gt=0)
+    scale_in_idle_s: float = Field(default=DEFAULT_SCALE_IN_IDLE_S, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Replicas:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} is above max_replicas={self.max_replicas}")
+        return self
+
+    @property
+    def scales(self) -> bool:
+        return self.max_replicas > self.min_replicas
+
+    @classmethod
+    def from_kwargs(cls, replicas: int | None = None, **settings: Any) -> Replicas:
+        """``replicas=N`` (N copies, always) or ``min_replicas``/``max_replicas`` (a range), not both."""
+        settings = {k: v for k, v in settings.items() if v is not None}
+        if replicas is not None:
+            if {"min_replicas", "max_replicas"} & set(settings):
+                raise ValueError("give replicas=N or min_replicas/max_replicas, not both")
+            if not isinstance(replicas, int) or replicas < 1:
+                raise ValueError(f"replicas={replicas!r}: a model runs as 1 or more copies")
+            settings.update(min_replicas=replicas, max_replicas=replicas)
+        elif "min_replicas" in settings and "max_replicas" not in settings:
+            settings["max_replicas"] = max(settings["min_replicas"], 1)
+        return cls(**settings)
+
+
 class ModelLoad(BaseModel):
     """A model and the options it is loaded with (``options`` are the engine's constructor kwargs).
 
-    ``keep_alive_s`` is not part of the identity: it says when an idle actor gives its GPU share back.
+    ``keep_alive_s``, ``replicas`` and ``pin`` are not part of the identity: they say how long an idle copy keeps
+    its GPU share, how many copies run, and whether eviction may ever take one (``pin=True``: never).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -79,6 +121,8 @@ class ModelLoad(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     placement: PlacementOptions = Field(default_factory=PlacementOptions)
     keep_alive_s: float | None = Field(default=DEFAULT_KEEP_ALIVE_S, gt=0)
+    replicas: Replicas = Field(default_factory=Replicas)
+    pin: bool = False
 
     def key(self) -> str:
         """A stable digest of the identity: provider, task, model, load options and placement pins."""
@@ -87,10 +131,10 @@ class ModelLoad(BaseModel):
         text = json.dumps(identity, sort_keys=True, default=_describe)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def actor_name(self) -> str:
-        """The actor's cluster-wide name: readable in ``ray list actors``, unique by the digest."""
+    def actor_name(self, replica: int = 0) -> str:
+        """One copy's cluster-wide name: readable in ``ray list actors``, unique by the digest and copy number."""
         readable = re.sub(r"[^A-Za-z0-9._-]+", "_", self.model_id.strip("/"))[-48:]
-        return f"{ACTOR_PREFIX}{self.provider}:{self.task}:{readable}:{self.key()}"
+        return f"{ACTOR_PREFIX}{self.provider}:{self.task}:{readable}:{self.key()}#{replica}"
 
     def label(self) -> str:
         return f"{self.provider}:{self.model_id}"
@@ -121,6 +165,9 @@ ENGINE_OPTIONS: dict[tuple[str, Task], frozenset[str]] = {
     ("hf", "audio"): frozenset({"model_kwargs", "pipeline_type"}),
 }
 PLACEMENT_OPTIONS = frozenset({"device", "device_map", "num_gpus", "node_id", "gpu_index", "force"})
+SERVING_OPTIONS = frozenset({"keep_alive_s", "pin", "replicas", "min_replicas", "max_replicas", "target_in_flight",
+                             "scale_in_idle_s"})
+REPLICA_OPTIONS = SERVING_OPTIONS - {"keep_alive_s", "pin"}
 
 
 def load_for(provider: str, task: Task, model_id: str, kwargs: dict[str, Any]) -> ModelLoad:
@@ -130,10 +177,10 @@ def load_for(provider: str, task: Task, model_id: str, kwargs: dict[str, Any]) -
     ``device_map`` in ``model_kwargs`` is both a placement pin and a ``from_pretrained`` argument.
     """
     allowed = ENGINE_OPTIONS[(provider, task)]
-    unknown = sorted(set(kwargs) - allowed - PLACEMENT_OPTIONS - {"keep_alive_s"})
+    unknown = sorted(set(kwargs) - allowed - PLACEMENT_OPTIONS - SERVING_OPTIONS)
     if unknown:
         raise TypeError(f"{provider}:{model_id} ({task}) takes no argument {', '.join(map(repr, unknown))}. "
-                        f"It takes {', '.join(sorted(allowed | PLACEMENT_OPTIONS | {'keep_alive_s'}))}.")
+                        f"It takes {', '.join(sorted(allowed | PLACEMENT_OPTIONS | SERVING_OPTIONS))}.")
     options = {k: v for k, v in kwargs.items() if k in allowed and v is not None}
     if provider == "llamacpp" and not options.get("model_path"):
         raise ValueError(f"llamacpp:{model_id} needs model_path= (the .gguf file); the model id only names it.")
@@ -144,6 +191,7 @@ def load_for(provider: str, task: Task, model_id: str, kwargs: dict[str, Any]) -
         options["model_kwargs"] = model_kwargs
     if "device_map" in model_kwargs:
         pins.setdefault("device_map", model_kwargs["device_map"])
-    extra = {"keep_alive_s": kwargs["keep_alive_s"]} if "keep_alive_s" in kwargs else {}
+    serving = {k: kwargs[k] for k in ("keep_alive_s", "pin") if k in kwargs}
+    replicas = Replicas.from_kwargs(**{k: kwargs[k] for k in REPLICA_OPTIONS if k in kwargs})
     return ModelLoad(provider=provider, task=task, model_id=model_id, options=options,
-                     placement=PlacementOptions(**pins), **extra)
+                     placement=PlacementOptions(**pins), replicas=replicas, **serving)

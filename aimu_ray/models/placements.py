@@ -7,12 +7,29 @@ from __future__ import annotations
 from pydantic import BaseModel, computed_field
 
 
+class Eviction(BaseModel):
+    """One idle model copy unloaded to make room for another, and why: what ``aimu-ray status`` and ``/metrics``
+    count per model."""
+
+    model: str
+    replica: int = 0
+    node_id: str
+    gpu_indices: list[int] = []
+    freed_bytes: int                     # what its going gave back: the larger of its share and its measured use
+    idle_s: float                        # how long it had been without a request
+    for_model: str                       # the model it made room for
+    at: float                            # when (epoch seconds)
+    reason: str
+
+
 class ModelPlacement(BaseModel):
     """One loaded model: its node and GPU share, memory estimated, reserved and measured, and the reason."""
 
     model: str
     task: str
     key: str
+    replica: int = 0                     # which copy of the model (replicas=N: 0 … N-1)
+    pinned: bool = False                 # never evicted
     state: str
     node_id: str
     device: str

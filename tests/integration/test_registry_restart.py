@@ -54,8 +54,8 @@ async def wait_until(check, what: str) -> None:
 
 
 async def test_a_killed_registry_comes_back_with_its_ledger_whole(tiny_hf_dir, two_gpus):
-    kept = [hf(tiny_hf_dir, max_batch_size=size, keep_alive_s=None) for size in (4, 8)]   # both on GPU 0
-    idle = hf(tiny_hf_dir, max_batch_size=16, keep_alive_s=IDLE_S)                        # on GPU 1
+    kept = [hf(tiny_hf_dir, max_batch_size=size, keep_alive_s=None, pin=True) for size in (4, 8)]   # both on GPU 0
+    idle = hf(tiny_hf_dir, max_batch_size=16, keep_alive_s=IDLE_S, pin=True)   # on GPU 1; pinned: never evicted
     for client in [*kept, idle]:
         await asyncio.wait_for(client.chat("hello", generate_kwargs=GREEDY), GUARD_S)
     ids = [await actor_id(client) for client in [*kept, idle]]
@@ -72,10 +72,10 @@ async def test_a_killed_registry_comes_back_with_its_ledger_whole(tiny_hf_dir, t
         assert await asyncio.wait_for(client.chat("again", generate_kwargs=GREEDY), GUARD_S)
         assert await actor_id(client) == known
 
-    fourth = hf(tiny_hf_dir, max_batch_size=32, keep_alive_s=None)
+    fourth = hf(tiny_hf_dir, max_batch_size=32, keep_alive_s=None, pin=True)
     await asyncio.wait_for(fourth.chat("hi", generate_kwargs=GREEDY), GUARD_S)
     assert row_of(await aio.placements(), fourth).gpu_indices == [1]          # GPU 0's shares were not forgotten
-    with pytest.raises(PlacementError, match="Nothing fits"):                  # refused at once, never left pending
+    with pytest.raises(PlacementError, match="Nothing fits"):   # all pinned: refused at once, never left pending
         await asyncio.wait_for(hf(tiny_hf_dir, max_batch_size=64).chat("hi", generate_kwargs=GREEDY), GUARD_S)
 
     async def idle_gone() -> bool:

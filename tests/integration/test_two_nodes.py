@@ -155,7 +155,7 @@ async def wait_for_gpus(expected: dict[str, float]) -> dict[str, float]:
 
 
 async def test_the_second_model_spills_to_the_other_node(tiny_hf_dir, two_nodes, one_model_per_gpu):
-    first, second = hf(tiny_hf_dir, max_batch_size=2), hf(tiny_hf_dir, max_batch_size=4)   # two loads of one folder
+    first, second = (hf(tiny_hf_dir, max_batch_size=size, pin=True) for size in (2, 4))   # two loads of one folder
     for client in (first, second):                # one after the other: the first's share is then reserved
         assert isinstance(await asyncio.wait_for(client.chat("hello", generate_kwargs=GREEDY), GUARD_S), str)
 
@@ -180,10 +180,11 @@ async def test_the_second_model_spills_to_the_other_node(tiny_hf_dir, two_nodes,
                                                     second.generate("b", generate_kwargs=GREEDY)), GUARD_S)
     assert all(isinstance(answer, str) for answer in answers)
 
-    # a third load finds both GPUs taken, and the error names both nodes
+    # a third load finds both GPUs taken by pinned models (nothing to evict), and the error names both nodes
     with pytest.raises(ValueError, match="Nothing fits") as refused:
         await asyncio.wait_for(hf(tiny_hf_dir, max_batch_size=8).chat("hi", generate_kwargs=GREEDY), GUARD_S)
     assert two_nodes.head_id in str(refused.value) and two_nodes.second_id in str(refused.value)
+    assert str(refused.value).count("pinned") == 2
     assert len(await asyncio.wait_for(aio.placements(), GUARD_S)) == 2
 
 

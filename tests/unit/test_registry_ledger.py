@@ -41,7 +41,7 @@ def loaded_models(count: int) -> list[Entry]:
 
 def info_of(entry: Entry, **state) -> dict:
     """What ``ModelActor.info`` answers for that entry's actor."""
-    return {"load": entry.load, "need": entry.need, "placement": entry.placement, "created_at": entry.created_at,
+    return {"load": entry.load, "replica": entry.replica, "need": entry.need, "placement": entry.placement, "created_at": entry.created_at,
             "loading": False, "use": entry.use, "in_flight": 0, "idle_s": 3.0, "retiring": False, "engine": None,
             **state}
 
@@ -52,7 +52,7 @@ def test_a_rebuilt_entry_gives_the_same_row_and_the_same_share():
         rebuilt = entry_from(entry.handle, info)
         assert rebuilt.model_dump(exclude={"handle"}) == entry.model_dump(exclude={"handle"})
         assert rebuilt.placement.reservations() == entry.placement.reservations()
-        assert _row(entry.load.key(), rebuilt, info) == _row(entry.load.key(), entry, info)
+        assert _row(rebuilt, info, False) == _row(entry, info, False)
 
 
 def test_a_loading_actor_rebuilds_its_share_before_it_has_measured_anything():
