@@ -10,9 +10,9 @@ from typing import Iterable
 
 from . import aio
 from .models.errors import (ConnectionDroppedError, ContextOverflowError, LimitExceededError, MissingAPIKeyError,
-                            ModelBusyError, ModelConnectionError, ModelError, ModelLoadError, ModelRefusalError,
-                            ModelTimeoutError, ModelUnloadedError, ProviderError, ProviderResponseError, RateLimitError,
-                            RegistryUnavailableError)
+                            ModelBusyError, ModelConnectionError, ModelError, ModelLoadError, ModelLoadingError,
+                            ModelRefusalError, ModelTimeoutError, ModelUnloadedError, ProviderError,
+                            ProviderResponseError, RateLimitError, RegistryUnavailableError)
 from .models.limits import Limits, set_limits
 from .models.stream import StreamChunk, StreamingContentType
 from .models.tools import tool
@@ -20,11 +20,11 @@ from .clients.sync import AudioClient, ImageClient, TextClient, iterate, run, sy
 
 __all__ = [
     "ConnectionDroppedError", "ContextOverflowError", "LimitExceededError", "Limits", "MissingAPIKeyError",
-    "ModelBusyError", "ModelConnectionError", "ModelError", "ModelLoadError", "ModelRefusalError", "ModelTimeoutError",
-    "ModelUnloadedError", "ProviderError", "ProviderResponseError", "RateLimitError", "RegistryUnavailableError",
-    "StreamChunk",
-    "StreamingContentType", "AudioClient", "ImageClient", "TextClient", "aio", "audio_client", "chat", "client", "connect",
-    "evictions", "generate_audio", "generate_image", "image_client", "init", "placements", "set_limits", "shutdown", "tool", "unload",
+    "ModelBusyError", "ModelConnectionError", "ModelError", "ModelLoadError", "ModelLoadingError", "ModelRefusalError",
+    "ModelTimeoutError", "ModelUnloadedError", "ProviderError", "ProviderResponseError", "RateLimitError",
+    "RegistryUnavailableError", "StreamChunk", "StreamingContentType", "AudioClient", "ImageClient", "TextClient", "aio",
+    "audio_client", "chat", "client", "connect", "evictions", "generate_audio", "generate_image", "image_client", "init",
+    "placements", "set_gpu_memory_utilization", "set_limits", "shutdown", "tool", "unload",
 ]
 
 _RUNTIME_NAMES = ("init", "shutdown")
@@ -75,6 +75,11 @@ def connect(name: str, *, app: str = "aimu_ray", system: str | None = None):
 def placements():
     """Every in-process model loaded on the cluster: node, GPU share, memory reserved vs used, and why."""
     return run(aio.placements())
+
+
+def set_gpu_memory_utilization(fraction: float) -> float:
+    """Let placement use only ``fraction`` of each GPU's memory, cluster-wide; returns the fraction before."""
+    return run(aio.set_gpu_memory_utilization(fraction))
 
 
 def evictions():

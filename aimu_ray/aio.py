@@ -10,12 +10,13 @@ import os
 from typing import Iterable
 
 from .clients.text import AsyncTextClient
-from .clients.loaded_models import evictions, placements, unload
+from .clients.loaded_models import evictions, placements, set_gpu_memory_utilization, unload
 from .clients.media import AsyncAudioClient, AsyncImageClient
 from .models.limits import set_limits
 
 __all__ = ["AsyncAudioClient", "AsyncImageClient", "AsyncTextClient", "audio_client", "chat", "client", "connect",
-           "evictions", "generate_audio", "generate_image", "image_client", "placements", "set_limits", "unload"]
+           "evictions", "generate_audio", "generate_image", "image_client", "placements", "set_gpu_memory_utilization",
+           "set_limits", "unload"]
 
 
 def default_text_model() -> str:

@@ -106,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--output", required=True, help="JSONL results (appended; also the resume log)")
     batch.add_argument("--task", choices=["text", "image", "audio"], default="text")
     batch.add_argument("--concurrency", type=int, default=16, help="requests in flight across the cluster")
+    batch.add_argument("--replicas", type=int, help="copies of an in-process model (hf:, llamacpp:), each on its "
+                                                    "own GPU share; requests go to the least loaded")
     batch.add_argument("--output-dir", help="where images and clips go (default: OUTPUT's name + _files)")
     batch.add_argument("--retry-failed", action="store_true", help="run the lines recorded as failed again")
     batch.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -230,6 +232,8 @@ def _batch(args) -> int:
     from .batch import BatchInterrupted, run_batch_sync
 
     options = _options(args.option)
+    if args.replicas is not None:
+        options["replicas"] = args.replicas
     _connect(args)
     try:
         summary = run_batch_sync(args.model, args.input, args.output, task=args.task, concurrency=args.concurrency,

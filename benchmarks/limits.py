@@ -2,7 +2,7 @@
 
 An app on a local Ray serves the tiny HF text model and the tiny Stable Diffusion (random weights, CPU).
 Prompts: one chat at a time whose one message is "x " repeated to a body of 0.5, 2, 5 and 50 MiB (max_tokens 4);
-for each, the status and error code, the time to the answer, and the resident memory of the HF replica, the ingress
+for each, the status and error code, the time to the answer, and the resident memory of the HF model actor, the ingress
 and Serve's HTTP proxy before and at its peak (psutil, sampled every 20 ms while the request runs).
 Images: the largest size a request may ask for (9999x9999 probed, and one pixel over the limit), then how long a
 64x64 request sent just after waits behind the largest allowed request, and behind one whose caller left after a
@@ -112,7 +112,7 @@ def chat_body(mebibytes: float) -> bytes:
 
 
 def prompts(app: str) -> None:
-    processes = {"HF replica": f"ServeReplica:{APP}:model-tiny", "ingress": f"ServeReplica:{APP}:ingress",
+    processes = {"HF model actor": "ModelActor", "ingress": f"ServeReplica:{APP}:ingress",
                  "Serve proxy": "ProxyActor"}
     pids = {label: pid_of(actor_class) for label, actor_class in processes.items()}
     print(f"{'':43}resident memory, MiB: before -> peak\n{'body':>9}  {'status':>6}  {'code':<24}  {'time':>7}"

@@ -28,7 +28,8 @@ from benchmarks._loopback import loopback_server  # noqa: E402
 from benchmarks._serve_app import offline_tiny_model, shutdown, start_app  # noqa: E402
 
 MIB = 1024 * 1024
-PROCESSES = {"ingress": "ingress", "remote replica": "remote", "HF replica": "model-tiny"}
+PROCESSES = {"ingress": "ServeReplica:{app}:ingress", "remote replica": "ServeReplica:{app}:remote",
+             "HF model actor": "ModelActor"}       # the served HF model is a copy of the registry's, not a replica
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,7 +53,7 @@ def replica_pids(app: str) -> dict[str, int]:
 
     alive = [a for a in actors().values() if a["State"] == "ALIVE"]
     by_class = {a["ActorClassName"]: a["Pid"] for a in alive}
-    pids = {label: by_class[f"ServeReplica:{app}:{deployment}"] for label, deployment in PROCESSES.items()}
+    pids = {label: by_class[actor_class.format(app=app)] for label, actor_class in PROCESSES.items()}
     proxy = [a["Pid"] for a in alive if a["ActorClassName"] == "ProxyActor"]
     if proxy:
         pids["Serve HTTP proxy"] = proxy[0]

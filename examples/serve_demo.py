@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import ray
 from ray import serve
 
 import aimu_ray
@@ -35,7 +36,6 @@ from aimu_ray.demo.tiny_audio import build_tiny_musicgen
 from aimu_ray.demo.tiny_image import tiny_sd_dir
 from aimu_ray.demo.tiny_models import tiny_model_cache
 from aimu_ray.deployments import AppConfig, run
-from aimu_ray.deployments.status import model_state, serve_apps
 
 CONFIG = Path(__file__).with_name("demo.yaml")
 OUTPUT = Path("output")
@@ -60,21 +60,22 @@ def prepare_models(console: Console) -> None:
 
 
 def deploy(config: AppConfig, console: Console) -> None:
-    """Deploy in the background and report each model's state as it changes: loading, then ready."""
+    """Deploy in the background and report each in-process model's state as it changes: loading, then ready."""
     errors: list[BaseException] = []
     deploying = threading.Thread(target=_deploy, args=(config, errors), daemon=True)
     started = time.perf_counter()
     deploying.start()
+    names = {model.model_load().key(): model.name for model in config.models if model.in_process}
     shown: dict[str, str] = {}
     while deploying.is_alive():
         deploying.join(0.5)
-        deployments = serve_apps().get(config.name, {})
-        for model in config.models:
-            state, error = model_state(deployments.get(model.deployment_name))
-            if shown.get(model.name) != state:
-                shown[model.name] = state
-                detail = f": {error}" if error else ""
-                console.say(f"    {model.name:<14} {state}{detail}  ({time.perf_counter() - started:.1f} s)")
+        if not ray.is_initialized():
+            continue
+        for row in aimu_ray.placements():
+            name = names.get(row.key)
+            if name is not None and shown.get(name) != row.state:
+                shown[name] = row.state
+                console.say(f"    {name:<14} {row.state}  ({time.perf_counter() - started:.1f} s)")
     if errors:
         raise errors[0]
 
@@ -112,7 +113,7 @@ def call_over_http(base_url: str, console: Console) -> None:
             console.say(chunk.choices[0].delta.content, end="")
     console.say(f"\n    ({pieces} chunks in {time.perf_counter() - started:.1f} s)")
 
-    console.say(f"==> {len(QUESTIONS)} questions at once: the HF replica answers them in shared forward passes")
+    console.say(f"==> {len(QUESTIONS)} questions at once: the HF model answers them in shared forward passes")
     started = time.perf_counter()
     answers = asyncio.run(_concurrently(base_url))
     for question, answer in zip(QUESTIONS, answers):
@@ -164,7 +165,7 @@ def main() -> None:
         prepare_models(console)
         os.environ.setdefault("AIMU_RAY_DEMO_PORT", str(free_port()))
         config = AppConfig.from_yaml(CONFIG)
-        console.say("==> starting Ray and the Serve app: each model loads in its own replica")
+        console.say("==> starting Ray and the Serve app: each model loads in its own actor")
         aimu_ray.init()
         try:
             deploy(config, console)

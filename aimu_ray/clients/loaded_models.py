@@ -20,6 +20,21 @@ async def placements() -> Placements:
     return Placements(await read_placements())
 
 
+async def set_gpu_memory_utilization(fraction: float) -> float:
+    """Let placement use only ``fraction`` of each GPU's memory, cluster-wide (vLLM's ``gpu_memory_utilization``):
+    room for processes outside aimu_ray, or a test of eviction on a GPU that is not full. Returns the fraction
+    before. Models already placed stay; the registry keeps the setting until it restarts."""
+    from ..cluster.connection import unwrapped
+    from ..hosts.registry import get_registry
+    from ray.exceptions import RayTaskError
+
+    await _connected()
+    try:
+        return await get_registry().set_gpu_memory_utilization.remote(fraction)
+    except RayTaskError as failure:
+        raise unwrapped(failure) from None
+
+
 async def evictions() -> list[Eviction]:
     """The idle models unloaded to make room for others, oldest first, each with what it freed and why (the latest
     few hundred since the registry started)."""

@@ -1,8 +1,9 @@
-"""Clients for the models a running aimu_ray Serve app serves (``aimu_ray.connect``), over its deployment handles.
+"""Clients for the models a running aimu_ray Serve app serves (``aimu_ray.connect``), by the names it serves them as.
 
-They send through ``backends.serve.ServeBackend``, so a Ray app or job that calls a served model gets the same
-messages, streams, ``last_*`` and typed errors as ``aimu_ray.client(...)``. Requests name the served model; the
-deployment supplies endpoint, key and weights.
+The app's ingress says what a name is. An in-process model's copies are reached directly (the model registry's, as
+``aimu_ray.client`` reaches them: no hop through the ingress); a remote model through the remote deployment's
+handle (``backends.serve.ServeBackend``), which supplies endpoint and key. Either way a Ray app or job gets the same
+messages, streams, ``last_*`` and typed errors as ``aimu_ray.client(...)``.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 from ray import serve
 from ray.exceptions import RayTaskError
 
-from ..cluster.connection import unwrapped
+from ..backends.base import Backend
+from ..backends.model import model_backend
 from ..backends.serve import DEFAULT_APP, INGRESS, ServeBackend
+from ..cluster.connection import unwrapped
 from .media import ServedAudioClient, ServedImageClient
 from .text import ServedTextClient
 
 
-def served_client(model: str, backend: ServeBackend, task: str, *, system_message: str | None = None):
+def served_client(model: str, backend: Backend, task: str, *, system_message: str | None = None):
     """The aimu client for a served model's task, sending through ``backend``."""
     if task == "text":
         return ServedTextClient(model, backend, system_message=system_message)
@@ -35,9 +38,11 @@ async def connect(name: str, *, app: str = DEFAULT_APP, system_message: str | No
         if app != DEFAULT_APP:
             raise
         app, described = await _serving(name)
-    handle = serve.get_deployment_handle(described["deployment"], app_name=app)
-    return served_client(described["model"], ServeBackend(handle, name), described["task"],
-                         system_message=system_message)
+    if described["load"] is not None:
+        backend = model_backend(described["load"])
+    else:
+        backend = ServeBackend(serve.get_deployment_handle(described["deployment"], app_name=app), name)
+    return served_client(described["model"], backend, described["task"], system_message=system_message)
 
 
 async def _describe(app: str, name: str) -> dict:

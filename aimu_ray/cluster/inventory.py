@@ -49,6 +49,15 @@ class Inventory(BaseModel):
 
     nodes: list[Node] = Field(default_factory=list)
 
+    def capped(self, utilization: float) -> Inventory:
+        """The inventory as placement may use it when only ``utilization`` of each GPU's memory is aimu_ray's (vLLM's
+        ``gpu_memory_utilization``, for the whole cluster): each GPU's free memory less the share kept back."""
+        if utilization >= 1.0:
+            return self
+        return self.model_copy(update={"nodes": [node.model_copy(update={"gpus": [
+            gpu.model_copy(update={"free_bytes": max(0, gpu.free_bytes - int(gpu.total_bytes * (1 - utilization)))})
+            for gpu in node.gpus]}) for node in self.nodes]})
+
 
 def read_local_node(node_id: str, address: str = "") -> Node:
     """This machine's GPUs (none when NVML or an NVIDIA driver is absent) and RAM."""

@@ -17,11 +17,10 @@ Tiers, tried in order (aimu's own order, section 7 of aimu-interface.md):
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
 from ..models.load import PlacementOptions, Target
 from .inventory import GPU, Inventory, Node
@@ -227,7 +226,8 @@ def one_gpu(label: str, gpu_bytes: int, offload: Offload | None, ram_bytes: int)
         num_gpus, promised = best.share(gpu_bytes, fraction)
         fit = f"fewest copies of this model ({sum(request.copies.values())} elsewhere), then best fit" \
             if request.copies else "best fit"
-        reason = (f"{label[:1].upper() + label[1:]} on {best.name}: {fit}, {gib(best.free_bytes)} free, promises {gib(promised)} "
+        reason = (f"{label[:1].upper() + label[1:]} on {best.name}: {fit}, {gib(best.free_bytes)} free, "
+                  f"promises {gib(promised)} "
                   f"(num_gpus={num_gpus:g} of {gib(best.gpu.total_bytes)}), leaves {gib(best.free_bytes - promised)}"
                   + (f"; {gib(ram_bytes)} of RAM for the offloaded weights" if ram_bytes else "") + ".")
         return Placement(node_id=best.node.node_id, gpu_indices=[best.gpu.index], num_gpus=num_gpus,

@@ -1,17 +1,17 @@
 """The Serve application's one config: which models it serves and how, validated once, YAML on disk.
 
 Only the models named here are served: an HTTP request picks one by its public ``name`` and can never
-name a model string, a file path or a URL. ``${VAR}`` in the YAML is replaced from the environment, so
-one file serves with paths and keys that differ per machine.
+name a model string, a file path or a URL. The admin API may add models at runtime, within what ``admin``
+allows (its providers and folders). ``${VAR}`` in the YAML is replaced from the environment, so one file serves
+with paths and keys that differ per machine.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator, model_validator
 
@@ -19,6 +19,7 @@ from ..cluster.placement import PlacementOptions
 from ..models.limits import Limits
 from ..models.load import ModelLoad, Task, load_for
 from ..models.model_string import ResolvedModel, parse_model_string, resolve_model
+from .admin import AdminPolicy
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -55,13 +56,21 @@ class ReplicaOptions(BaseModel):
         return options
 
 
-class ServedModel(ReplicaOptions):
+class ServedModel(BaseModel):
     """One model the app serves, under a public name.
 
     ``options`` are what the aimu factory would take: loader options for in-process models
     (``model_kwargs``, ``model_path``, ``n_ctx``, …) or endpoint options for remote ones (``base_url``,
     ``timeout``, ``max_retries``). A remote provider's key comes from ``api_key_env`` on the replica's node.
+
+    An in-process model runs as copies the model registry places, scales and evicts (the same as
+    ``aimu_ray.client(..., replicas=...)``): ``replicas`` copies, or ``min_replicas``..``max_replicas`` scaled by
+    requests in flight per copy (``target_in_flight``); ``max_in_flight`` requests per copy at most (more: 503
+    + Retry-After). ``load: on_demand`` loads it at its first request instead of at deploy; ``keep_alive_s``
+    unloads it after that long without requests (None: never); ``pin`` keeps eviction away from it.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME)
     model: str
@@ -69,6 +78,26 @@ class ServedModel(ReplicaOptions):
     options: dict[str, Any] = Field(default_factory=dict)
     placement: PlacementOptions = Field(default_factory=PlacementOptions)
     api_key_env: str | None = None
+    replicas: PositiveInt | None = None
+    min_replicas: PositiveInt | None = None
+    max_replicas: PositiveInt | None = None
+    target_in_flight: float | None = Field(None, gt=0)
+    scale_in_idle_s: float | None = Field(None, gt=0)
+    max_in_flight: PositiveInt | None = None
+    load: Literal["startup", "on_demand"] = "startup"
+    keep_alive_s: float | None = Field(None, gt=0)
+    pin: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_serve_scaling(cls, data: Any) -> Any:
+        """A model's copies are the registry's, not a Serve deployment's: Serve's names say what to write."""
+        moved = {"num_replicas": "replicas", "autoscaling_config": "min_replicas/max_replicas/target_in_flight",
+                 "max_ongoing_requests": "max_in_flight", "max_queued_requests": "max_in_flight"}
+        if isinstance(data, dict) and (given := sorted(set(data) & set(moved))):
+            raise ValueError("; ".join(f"{key} is Serve's, for the ingress and remote deployments: a served model "
+                                       f"takes {moved[key]}" for key in given))
+        return data
 
     @field_validator("model")
     @classmethod
@@ -84,11 +113,14 @@ class ServedModel(ReplicaOptions):
             raise ValueError(f"{self.task} models are 'hf:' (or 'gemini:' images) strings, got {self.model!r}")
         if self.task == "audio" and ref.provider != "hf":
             raise ValueError(f"audio models are 'hf:' strings, got {self.model!r}")
+        if not in_process and (self.serving() or self.load != "startup" or self.keep_alive_s or self.pin):
+            raise ValueError(f"replicas, max_in_flight, load, keep_alive_s and pin apply to in-process models "
+                             f"(hf:, llamacpp:), not to {self.model!r}: remote providers scale with `remote`")
         if in_process:
             if self.api_key_env:
                 raise ValueError(f"api_key_env applies to remote providers, not to {self.model!r}")
             try:
-                self.load()                              # unknown loader options fail here, at config time
+                self.model_load()                        # unknown loader options fail here, at config time
             except TypeError as error:                   # pydantic reports ValueErrors, with the model's name
                 raise ValueError(str(error)) from None
         elif self.placement != PlacementOptions():
@@ -99,19 +131,20 @@ class ServedModel(ReplicaOptions):
     def in_process(self) -> bool:
         return parse_model_string(self.model).provider in ("hf", "llamacpp")
 
-    @property
-    def deployment_name(self) -> str:
-        return "model-" + re.sub(r"[^A-Za-z0-9_-]", "_", self.name)
-
     def resolved(self) -> ResolvedModel:
         return resolve_model(self.model)
 
-    def load(self) -> ModelLoad:
-        """The in-process load (no idle keep-alive: a served model stays loaded while its replica lives)."""
+    def serving(self) -> dict[str, Any]:
+        """The copy settings given, as ``aimu_ray.client`` takes them."""
+        names = ("replicas", "min_replicas", "max_replicas", "target_in_flight", "scale_in_idle_s", "max_in_flight")
+        return {name: value for name in names if (value := getattr(self, name)) is not None}
+
+    def model_load(self) -> ModelLoad:
+        """The in-process load: its copies, keep-alive (by default none: it stays loaded) and pin."""
         ref = parse_model_string(self.model)
         pins = self.placement.model_dump(exclude_defaults=True, exclude={"measured_bytes"})
-        load = load_for(ref.provider, self.task, ref.model_id, {**self.options, **pins})
-        return load.model_copy(update={"keep_alive_s": None})
+        return load_for(ref.provider, self.task, ref.model_id,
+                        {**self.options, **pins, **self.serving(), "keep_alive_s": self.keep_alive_s, "pin": self.pin})
 
 
 class AppConfig(BaseModel):
@@ -134,6 +167,13 @@ class AppConfig(BaseModel):
     limits: Limits = Field(default_factory=Limits, description="what one request may carry or ask for (body size, "
                                                                "messages, prompt characters, image pixels, ...)")
     models: list[ServedModel] = Field(min_length=1)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="the share of each GPU's memory "
+                                                 "placement may use, cluster-wide; none: all of it")
+    load_wait_s: float = Field(60.0, gt=0, description="how long a request waits for its model to load (on demand, "
+                                                        "or again after an eviction); then 503 + Retry-After")
+    admin_keys_env: str | None = Field(None, description="an env var with the admin API's keys, comma-separated; "
+                                                         "none: the admin API is off")
+    admin: AdminPolicy = Field(default_factory=AdminPolicy, description="what the admin API may add at runtime")
 
     @model_validator(mode="after")
     def _unique_names(self) -> AppConfig:
@@ -148,9 +188,10 @@ class AppConfig(BaseModel):
 
     def bearer_keys(self) -> set[str]:
         keys = {key.get_secret_value() for key in self.api_keys}
-        if self.api_keys_env:
-            keys |= {key.strip() for key in os.environ.get(self.api_keys_env, "").split(",") if key.strip()}
-        return keys
+        return keys | _keys_in(self.api_keys_env)
+
+    def admin_keys(self) -> set[str]:
+        return _keys_in(self.admin_keys_env)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> AppConfig:
@@ -158,6 +199,11 @@ class AppConfig(BaseModel):
 
         text = os.path.expandvars(Path(path).read_text())
         return cls.model_validate(yaml.safe_load(text) or {})
+
+
+def _keys_in(variable: str | None) -> set[str]:
+    """The comma-separated keys an environment variable holds (none when unset)."""
+    return {key.strip() for key in os.environ.get(variable, "").split(",") if key.strip()} if variable else set()
 
 
 def load_config(config: AppConfig | dict | str | os.PathLike) -> AppConfig:

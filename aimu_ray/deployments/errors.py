@@ -16,14 +16,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException     # FastAPI's, and the router's 404/405 and unparsable bodies
 
+from ..cluster.placement import PlacementError
 from ..models.errors import (ContextOverflowError, LimitExceededError, MissingAPIKeyError, ModelBusyError,
-                             ModelConnectionError, ModelError, ModelLoadError, ModelRefusalError, ModelTimeoutError,
-                             ProviderError, RateLimitError)
+                             ModelConnectionError, ModelError, ModelLoadError, ModelLoadingError, ModelRefusalError,
+                             ModelTimeoutError, ProviderError, RateLimitError)
 from .openai_api import ErrorResponse, error_response
 
 logger = logging.getLogger("aimu_ray")
 RETRY_AFTER_S = 1
 RELOAD_AFTER_S = 30                # a model that failed to load or lacks its key: not back in a second
+LOADING_AFTER_S = 5                # a model still loading: a few seconds more
 UPSTREAM_REFUSALS = (400, 422)     # a provider refused the request itself (e.g. tools for a model without them)
 
 
@@ -69,7 +71,9 @@ ERRORS: tuple[ErrorRow, ...] = (        # the first row that matches answers: su
     ErrorRow(ModelTimeoutError, 504, "timeout_error"),
     ErrorRow((ModelLoadError, MissingAPIKeyError), 503, "model_unavailable_error", code="model_not_loaded",
              retry_after=RELOAD_AFTER_S),
+    ErrorRow(ModelLoadingError, 503, "model_unavailable_error", code="model_loading", retry_after=LOADING_AFTER_S),
     ErrorRow(ModelConnectionError, 503, "model_unavailable_error", retry_after=RETRY_AFTER_S),
+    ErrorRow(PlacementError, 503, "model_unavailable_error", code="insufficient_memory", retry_after=RELOAD_AFTER_S),
     ErrorRow(ProviderError, 400, "invalid_request_error", when=lambda error: error.status_code in UPSTREAM_REFUSALS),
     ErrorRow(ProviderError, 502, "upstream_error"),
     ErrorRow(ValueError, 400, "invalid_request_error"),

@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager, aclosing, contextmanager, nu
 from typing import AsyncIterator
 
 from ..engines.base import Engine
-from ..models.errors import ModelError, ModelUnloadedError
+from ..models.errors import ModelBusyError, ModelError, ModelUnloadedError
 from .coalesce import coalesce
 
 
@@ -27,10 +27,12 @@ class ModelRetiredError(ModelError):
 
 
 class HostCore:
-    """The requests in flight on one host; ``label`` names what it serves in the errors it raises."""
+    """The requests in flight on one host; ``label`` names what it serves in the errors it raises, and ``limit`` is
+    how many it takes at once (None: no limit; beyond it, ``ModelBusyError``, which HTTP answers 503 + Retry-After)."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, limit: int | None = None) -> None:
         self._label = label
+        self._limit = limit
         self._lock = threading.Lock()
         self._in_flight = 0
         self._last_used = time.monotonic()
@@ -97,6 +99,9 @@ class HostCore:
         with self._lock:
             if self._retiring:
                 raise ModelRetiredError(f"{self._label} is being unloaded; ask for it again.")
+            if self._limit is not None and self._in_flight >= self._limit:
+                raise ModelBusyError(f"{self._label} is at capacity ({self._limit} requests in flight per copy); "
+                                     "retry in a moment.")
             self._in_flight += 1
             task = asyncio.current_task()
             self._running.add(task)

@@ -46,7 +46,7 @@ class ModelActor:
     def __init__(self, load: ModelLoad, need: ModelNeed, placement: Placement, replica: int = 0) -> None:
         self._load, self._need, self._placement, self._replica = load, need, placement, replica
         self._created_at = time.time()
-        self._core = HostCore(load.label())
+        self._core = HostCore(load.label(), load.max_in_flight)
         self._loading: Future[HostedModel] = Future()
         self._loading.set_running_or_notify_cancel()      # a caller that gives up waiting must not cancel the load
         threading.Thread(target=self._load_then_watch, name="aimu_ray-load", daemon=True).start()

@@ -19,10 +19,10 @@ request is waiting for, so a copy evicted is not loaded back until a request ask
 
 The ledger outlives its keeper. Ray restarts a registry that dies and sends it again the calls it was running
 (each is safe to repeat), and a registry rebuilds its ledger when it starts, before it answers anything, from what
-is alive: every model actor carries its own line (model, copy, need, placement, measured use; loading ones too), and
-every Serve replica of a model reports itself again at each health check, so placement waits one check's time
-after a start that finds replicas. An actor found retiring (idle while no registry listened) is ended and its
-share given back. Status reads wait a bound, then raise ``RegistryUnavailableError``.
+is alive: every model actor carries its own line (model, copy, need, placement, measured use; loading ones too).
+An actor found retiring (idle while no registry listened) is ended and its share given back. Status reads wait a
+bound, then raise ``RegistryUnavailableError``. Every path reaches models through it: Python clients, batch jobs
+and the HTTP app's served models alike.
 
 It is never on a request's path: callers keep the copies' handles and come here for the group when they have none
 (or every few seconds, to learn of copies added or gone).
@@ -48,7 +48,7 @@ from ..cluster.connection import NAMESPACE, named_actor, result_of
 from ..cluster.eviction import Evictable, place_evicting
 from ..cluster.inventory import Inventory
 from ..cluster.need import ModelNeed
-from ..cluster.placement import Placement, ReservedKey, gib, reserve
+from ..cluster.placement import Placement, ReservedKey, gib
 from ..cluster.survey import live_node_ids, survey
 from ..models.errors import RegistryUnavailableError
 from ..models.load import ACTOR_PREFIX, ModelLoad, PlacementOptions
@@ -65,11 +65,9 @@ EVICTIONS_KEPT = 200      # evictions status lists (the counts per model are kep
 STATUS_WAIT_S = 5.0       # how long a status read waits for the registry (a restart and its rebuild: ~1 s)
 INFO_WAIT_S = 2.0         # how long a row waits for its model actor's answer (one Ray is restarting, say)
 REJOIN_WAIT_S = 3.0       # how long a starting registry waits for a model actor it found (restarting, being created)
-REPORT_PERIOD_S = 5.0     # a model's Serve replica reports itself at least this often (its health-check period)
 SCALE_PERIOD_S = 1.0      # how often the scaler reads the groups' requests in flight
 SCALE_RETRY_S = 30.0      # how long the scaler waits after a copy it added did not fit or load
 GONE_WAIT_S = 10.0        # how long an eviction waits for the evicted process to exit (its memory to come back)
-SERVE_NAMESPACE, SERVE_REPLICA_PREFIX = "serve", "SERVE_REPLICA::"   # where and how Ray Serve names its replicas
 
 
 class Entry(BaseModel):
@@ -78,12 +76,10 @@ class Entry(BaseModel):
     load: ModelLoad
     need: ModelNeed
     placement: Placement
-    handle: Any                    # ActorHandle (not a pydantic type); None while waiting for its GPU, or a replica
+    handle: Any                    # ActorHandle (not a pydantic type); None while waiting for its GPU
     created_at: float
     replica: int = 0               # which copy of its model
     use: MeasuredUse | None = None
-    deployment: str | None = None  # the Serve deployment a replica belongs to
-    served_as: str | None = None   # and the name its app serves the model under
 
 
 @ray.remote
@@ -91,10 +87,10 @@ class ModelRegistry:
     async def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}         # actor name → one copy of a model
         self._wanted: dict[str, tuple[ModelLoad, ModelNeed]] = {}   # model key → the group's latest ask (replicas)
-        self._replicas: dict[str, Entry] = {}        # Serve replica id → its model, share and use
         self._measured: dict[str, int] = {}          # model key → bytes its copies measured (the next estimate)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)      # per model: its group's size
         self._placing = asyncio.Lock()               # one placement decision at a time, cluster-wide
+        self._utilization = 1.0                      # the share of each GPU's memory placement may use
         self._gpu_loads: defaultdict[ReservedKey, asyncio.Lock] = defaultdict(asyncio.Lock)   # one load per GPU
         self._ended: OrderedDict[str, float] = OrderedDict()  # actor id → when this registry ended it on purpose
         self._crashed: OrderedDict[str, float] = OrderedDict()   # actor id → when the scaler found it dead for good
@@ -103,7 +99,6 @@ class ModelRegistry:
         self._tasks: set[asyncio.Task] = set()       # work started here and awaited by no caller (kept referenced)
         self._scaling: set[str] = set()              # groups the scaler is working on now
         self._scale_after: dict[str, float] = {}     # group → when the scaler may try again to add a copy
-        self._placing_from = 0.0                     # monotonic time before which nothing is placed (replicas report)
         await self._rebuild()
         self._spawn(self._scale_forever())
 
@@ -135,35 +130,6 @@ class ModelRegistry:
     def replicas(self, key: str) -> list[ActorHandle]:
         """The loaded copies of model ``key``, by copy number: what callers route among."""
         return [e.handle for e in sorted(self._group(key), key=lambda e: e.replica) if e.use is not None]
-
-    async def plan(self, loads: list[tuple[ModelLoad, ModelNeed]], inventory: Inventory | None) -> list[Placement]:
-        """Placements for Serve deployments, each seeing the shares of the ones before it; nothing is created.
-
-        A deployment's replicas get the share planned here; each replica joins the ledger when it has loaded.
-        """
-        async with self._placing:
-            await self._replicas_reported()
-            inventory = inventory or await survey()
-            reserved, placements = promised(self._ledger(), inventory), []
-            for load, need in loads:
-                placement = place_evicting(need, inventory, self._options(load), reserved, []).placement
-                reserved = reserve(reserved, placement)
-                placements.append(placement)
-            return placements
-
-    def hosted(self, replica_id: str, deployment: str, served_as: str, load: ModelLoad, need: ModelNeed,
-               placement: Placement, use: MeasuredUse) -> None:
-        """A Serve replica has loaded its model: its share is promised until it says it is gone. Replicas say so
-        again at every health check (a restarted registry learns them that way); a known one changes nothing."""
-        if replica_id in self._replicas:
-            return
-        self._replicas[replica_id] = Entry(load=load, need=need, placement=placement, handle=None,
-                                           created_at=time.time(), use=use, deployment=deployment,
-                                           served_as=served_as)
-        self._learn(load, placement, use)
-
-    def released(self, replica_id: str) -> None:
-        self._replicas.pop(replica_id, None)
 
     async def loaded(self, actor: ActorHandle) -> None:
         """A model actor has (re)loaded: its measured use goes in the ledger, and it joins the ledger if this
@@ -200,6 +166,16 @@ class ModelRegistry:
         crashed = self._crashed.get(actor_id)
         return actor_id in self._ended or (crashed is not None and sent_at is not None and crashed <= sent_at)
 
+    def set_gpu_memory_utilization(self, fraction: float) -> float:
+        """Let placement use only ``fraction`` of each GPU's memory from now on (models placed before stay where
+        they are; a load that no longer fits evicts idle ones). Returns the fraction before."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"gpu_memory_utilization={fraction!r}: a fraction of each GPU's memory, above 0 and at "
+                             "most 1")
+        before, self._utilization = self._utilization, fraction
+        logger.info("Placement now uses %.0f %% of each GPU's memory (was %.0f %%).", fraction * 100, before * 100)
+        return before
+
     def evictions(self) -> tuple[list[Eviction], dict[str, int]]:
         """The latest evictions, oldest first, and how many each model has had since this registry started."""
         return list(self._evictions), dict(self._evicted)
@@ -209,8 +185,7 @@ class ModelRegistry:
         does not answer within ``INFO_WAIT_S`` gets an ``unreachable`` row instead of holding up the others."""
         entries = list(self._entries.values())
         infos = await self._infos(entries)
-        rows = [_row(entry, info, self._pinned(entry)) for entry, info in zip(entries, infos)]
-        return rows + [_row(entry, None, False) for entry in self._replicas.values()]
+        return [_row(entry, info, self._pinned(entry)) for entry, info in zip(entries, infos)]
 
     # ----- one copy in, one copy out -----
 
@@ -219,8 +194,7 @@ class ModelRegistry:
         no other load running; raises the placement or load error."""
         key = load.key()
         async with self._placing:
-            await self._replicas_reported()
-            inventory = inventory or await survey()
+            inventory = (inventory or await survey()).capped(self._utilization)
             candidates = await self._evictable(key) if evict else []
             plan = place_evicting(need, inventory, self._options(load), promised(self._ledger(), inventory),
                                   candidates, copies=self._copies(key))
@@ -261,9 +235,6 @@ class ModelRegistry:
             candidates.append(Evictable(ident=name, label=entry.load.label(), frees=_frees(entry),
                                         idle_s=state.get("idle_s", 0.0), in_flight=state.get("in_flight", 0),
                                         pinned=self._pinned(entry), reason_kept=kept))
-        candidates += [Evictable(ident=rid, label=entry.served_as or entry.load.label(), frees=_frees(entry),
-                                 idle_s=0.0, reason_kept=f"a replica of Serve deployment {entry.deployment}")
-                       for rid, entry in self._replicas.items()]
         return candidates
 
     async def _evict(self, name: str, for_load: ModelLoad, why: str) -> None:
@@ -310,6 +281,8 @@ class ModelRegistry:
             load, need = wanted
             group = self._group(key)
             infos = await self._infos(group)
+            if self._wanted.get(key) is not wanted:     # unloaded, evicted or asked anew meanwhile
+                return
             for entry, info in zip(group, infos):
                 if isinstance(info, RayActorError) and not isinstance(info, ActorUnavailableError):
                     logger.warning("%s (copy %d) died for good; another copy takes its place.", load.label(),
@@ -328,6 +301,8 @@ class ModelRegistry:
                             in_flight, count, "y" if count == 1 else "ies", scaling.target_in_flight,
                             desired - count)
                 async with self._locks[key]:
+                    if self._wanted.get(key) is not wanted:
+                        return
                     missing = desired - len(self._group(key))
                     added = await asyncio.gather(*(self._add(load, need, None, evict=False) for _ in range(missing)),
                                                  return_exceptions=True)
@@ -349,16 +324,12 @@ class ModelRegistry:
     # ----- the ledger -----
 
     async def _rebuild(self) -> None:
-        """The ledger from what is alive: each model actor's own line, and a pause in placement until the Serve
-        replicas found running have each had a health check in which to report themselves."""
-        actors, replicas = await asyncio.to_thread(_live_actors)
+        """The ledger from what is alive: each model actor's own line."""
+        actors = await asyncio.to_thread(_live_actors)
         await asyncio.gather(*(self._rejoin(actor) for actor in actors))
-        if replicas:
-            self._placing_from = time.monotonic() + 2 * REPORT_PERIOD_S
-        if actors or replicas:
-            logger.info("Model registry started: %d of %d live model actor(s) back in the ledger; placement waits "
-                        "%.0f s for %d Serve replica(s) to report themselves.", len(self._entries), len(actors),
-                        max(0.0, self._placing_from - time.monotonic()), replicas)
+        if actors:
+            logger.info("Model registry started: %d of %d live model actor(s) back in the ledger.",
+                        len(self._entries), len(actors))
 
     async def _rejoin(self, actor: ActorHandle) -> None:
         """Bring a live model actor's line up to date from its own account, adding it if the ledger lacks it (a
@@ -405,10 +376,6 @@ class ModelRegistry:
             logger.warning("%s holds %s of GPU memory, more than the %s its share promised; its next placement "
                            "will ask for the measured figure.", load.label(), gib(use.vram_bytes), gib(promised_bytes))
 
-    async def _replicas_reported(self) -> None:
-        """Placement waits until the Serve replicas found at the start have reported themselves again."""
-        await asyncio.sleep(max(0.0, self._placing_from - time.monotonic()))
-
     def _options(self, load: ModelLoad) -> PlacementOptions:
         """The model's placement options, asking for what its copies measured at their peak when they did."""
         options = load.placement
@@ -432,7 +399,7 @@ class ModelRegistry:
         return entry.load.pin or (wanted is not None and wanted[0].pin)
 
     def _ledger(self) -> list[Entry]:
-        return [*self._entries.values(), *self._replicas.values()]
+        return list(self._entries.values())
 
     async def _infos(self, entries: list[Entry]) -> list[Any]:
         """Each copy's ``info`` (None for one waiting for its GPU), or the error of one that did not answer in time."""
@@ -521,12 +488,11 @@ def promised(entries: Iterable[Entry], inventory: Inventory) -> dict[ReservedKey
     return dict(reserved)
 
 
-def _live_actors() -> tuple[list[ActorHandle], int]:
-    """The model actors alive in aimu_ray's namespace, and how many Serve replicas run, from Ray's list of names."""
+def _live_actors() -> list[ActorHandle]:
+    """The model actors alive in aimu_ray's namespace, from Ray's list of names."""
     named = ray.util.list_named_actors(all_namespaces=True)
     names = [a["name"] for a in named if a["namespace"] == NAMESPACE and a["name"].startswith(ACTOR_PREFIX)]
-    replicas = sum(a["namespace"] == SERVE_NAMESPACE and a["name"].startswith(SERVE_REPLICA_PREFIX) for a in named)
-    return [actor for actor in map(named_actor, names) if actor is not None], replicas
+    return [actor for actor in map(named_actor, names) if actor is not None]
 
 
 async def _info_of(actor: ActorHandle) -> dict | None:
@@ -597,10 +563,7 @@ def _row(entry: Entry, info: Any, pinned: bool) -> ModelPlacement:
            "need_bytes": entry.need.total_bytes, "reason": placement.reason}
     if isinstance(info, BaseException):
         return ModelPlacement(**row, state=f"unreachable ({type(info).__name__})")
-    if entry.deployment is not None:               # a Serve replica: what it measured when it loaded
-        use, state = entry.use, "serving"
-        row.update(deployment=entry.deployment, name=entry.served_as)
-    elif info is None:                             # placed, waiting for its GPU's other load to finish
+    if info is None:                             # placed, waiting for its GPU's other load to finish
         use, state = None, "queued"
     else:
         use = info["use"]

@@ -50,13 +50,18 @@ class ModelBusyError(ModelConnectionError):
     """The model's replicas are at capacity and their queue is full; retry after a moment."""
 
 
+class ModelLoadingError(ModelConnectionError):
+    """The model is still loading (on demand, or again after an eviction) after the wait a request is allowed;
+    the load goes on, so asking again in a few seconds finds it."""
+
+
 class ModelTimeoutError(ModelConnectionError):
     """The model did not answer in time, after the retries allowed."""
 
 
 class RegistryUnavailableError(ModelConnectionError):
     """The model registry did not answer in time: it restarts on its own and rebuilds its ledger from the live
-    model actors and replicas, so asking again in a moment is the fix. Models already loaded keep answering."""
+    model actors, so asking again in a moment is the fix. Models already loaded keep answering."""
 
 
 class ProviderError(ModelError):

@@ -109,8 +109,9 @@ class Replicas(BaseModel):
 class ModelLoad(BaseModel):
     """A model and the options it is loaded with (``options`` are the engine's constructor kwargs).
 
-    ``keep_alive_s``, ``replicas`` and ``pin`` are not part of the identity: they say how long an idle copy keeps
-    its GPU share, how many copies run, and whether eviction may ever take one (``pin=True``: never).
+    ``keep_alive_s``, ``replicas``, ``max_in_flight`` and ``pin`` are not part of the identity: they say how long an
+    idle copy keeps its GPU share, how many copies run, how many requests one copy takes at once, and whether
+    eviction may ever take one (``pin=True``: never).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -122,6 +123,7 @@ class ModelLoad(BaseModel):
     placement: PlacementOptions = Field(default_factory=PlacementOptions)
     keep_alive_s: float | None = Field(default=DEFAULT_KEEP_ALIVE_S, gt=0)
     replicas: Replicas = Field(default_factory=Replicas)
+    max_in_flight: int | None = Field(default=None, ge=1)   # requests one copy takes at once; more: ModelBusyError
     pin: bool = False
 
     def key(self) -> str:
@@ -165,9 +167,9 @@ ENGINE_OPTIONS: dict[tuple[str, Task], frozenset[str]] = {
     ("hf", "audio"): frozenset({"model_kwargs", "pipeline_type"}),
 }
 PLACEMENT_OPTIONS = frozenset({"device", "device_map", "num_gpus", "node_id", "gpu_index", "force"})
-SERVING_OPTIONS = frozenset({"keep_alive_s", "pin", "replicas", "min_replicas", "max_replicas", "target_in_flight",
-                             "scale_in_idle_s"})
-REPLICA_OPTIONS = SERVING_OPTIONS - {"keep_alive_s", "pin"}
+SERVING_OPTIONS = frozenset({"keep_alive_s", "pin", "max_in_flight", "replicas", "min_replicas", "max_replicas",
+                             "target_in_flight", "scale_in_idle_s"})
+REPLICA_OPTIONS = SERVING_OPTIONS - {"keep_alive_s", "pin", "max_in_flight"}
 
 
 def load_for(provider: str, task: Task, model_id: str, kwargs: dict[str, Any]) -> ModelLoad:
@@ -191,7 +193,7 @@ def load_for(provider: str, task: Task, model_id: str, kwargs: dict[str, Any]) -
         options["model_kwargs"] = model_kwargs
     if "device_map" in model_kwargs:
         pins.setdefault("device_map", model_kwargs["device_map"])
-    serving = {k: kwargs[k] for k in ("keep_alive_s", "pin") if k in kwargs}
+    serving = {k: kwargs[k] for k in ("keep_alive_s", "pin", "max_in_flight") if k in kwargs}
     replicas = Replicas.from_kwargs(**{k: kwargs[k] for k in REPLICA_OPTIONS if k in kwargs})
     return ModelLoad(provider=provider, task=task, model_id=model_id, options=options,
                      placement=PlacementOptions(**pins), replicas=replicas, **serving)

@@ -1,4 +1,4 @@
-"""Rows of the placement table: one in-process model replica or actor, where it runs, the memory estimated,
+"""Rows of the placement table: one copy of an in-process model, where it runs, the memory estimated,
 promised and measured, and why. The model registry makes them; ``placements()``, ``aimu-ray status``, the HTTP
 model cards and ``/metrics`` read them."""
 
@@ -47,8 +47,7 @@ class ModelPlacement(BaseModel):
     load_s: float | None = None
     note: str = ""
     reason: str = ""
-    deployment: str | None = None        # set for a Serve replica: the deployment it belongs to
-    name: str | None = None              # and the name its app serves the model under
+    name: str | None = None              # the name an HTTP app serves the model under (its rows there)
 
     @computed_field
     @property

@@ -1,9 +1,11 @@
-"""Serve autoscaling that adds a replica under load, for the remote deployment and for an in-process model.
+"""Scaling under HTTP load: Serve adds a replica to the remote deployment, the model registry a copy of an
+in-process model.
 
-One app for the module: a remote model on a loopback fake server that answers every request slowly, and the
-tiny HF text model, each deployment with Serve's ``autoscaling_config`` (1 to 2 replicas, one request per
-replica as the target, no upscale delay). Sustained concurrent HTTP load must make Serve start the second
-replica; every request sent meanwhile must succeed. Timeouts here are guards, never assertions.
+One app for the module: a remote model on a loopback fake server that answers every request slowly, with Serve's
+``autoscaling_config`` (1 to 2 replicas, one request per replica as the target, no upscale delay), and the tiny HF
+text model with 1 to 2 copies and one request in flight per copy as the target. Sustained concurrent HTTP load must
+start the second replica and the second copy; every request sent meanwhile must succeed. Timeouts here are guards,
+never assertions.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import httpx
 import pytest
 from ray import serve
 
-import aimu_ray
 from aimu_ray.demo.servers import free_port
 from aimu_ray.deployments import AppConfig
 from tests.fakes.server import FakeServer
@@ -44,7 +45,7 @@ def app(serve_app, tiny_hf_dir, slow_server, tmp_path_factory):
                        remote={"autoscaling_config": SCALING}, models=[
         {"name": "slow", "model": f"openai-compat:m@{slow_server.url}/v1", "options": {"max_retries": 0}},
         {"name": "tiny", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 2},
-         "autoscaling_config": SCALING},
+         "min_replicas": 1, "max_replicas": 2, "target_in_flight": 1},
     ])
     return serve_app(config)
 
@@ -54,9 +55,9 @@ def running_replicas(deployment: str) -> int:
     return dict(status.replica_states or {}).get("RUNNING", 0)
 
 
-async def scale_under_load(app: str, deployment: str, body: dict, replicas: int = 2) -> tuple[int, list]:
-    """Keep ``WORKERS`` requests in flight until ``deployment`` has ``replicas`` running (or the guard runs out);
-    returns the running count reached and every response's status (or exception)."""
+async def scale_under_load(app: str, body: dict, count, replicas: int = 2) -> tuple[int, list]:
+    """Keep ``WORKERS`` requests in flight until ``count()`` reaches ``replicas`` (or the guard runs out); returns
+    the count reached and every response's status (or exception)."""
     outcomes: list = []
     done = asyncio.Event()
 
@@ -72,11 +73,11 @@ async def scale_under_load(app: str, deployment: str, body: dict, replicas: int 
     async with httpx.AsyncClient(timeout=GUARD_S, limits=httpx.Limits(max_connections=WORKERS)) as client:
         load = asyncio.gather(*(client_loop(client) for _ in range(WORKERS)))
         deadline = time.monotonic() + GUARD_S
-        running = await asyncio.to_thread(running_replicas, deployment)
+        running = await asyncio.to_thread(count)
         try:
             while running < replicas and time.monotonic() < deadline:
                 await asyncio.sleep(0.25)
-                running = await asyncio.to_thread(running_replicas, deployment)
+                running = await asyncio.to_thread(count)
         finally:
             done.set()
             await load
@@ -86,25 +87,24 @@ async def scale_under_load(app: str, deployment: str, body: dict, replicas: int 
 async def test_remote_deployment_adds_a_replica_under_load(app):
     """Remote models share the stateless ``remote`` deployment: slow upstream replies under load scale it out."""
     assert await asyncio.to_thread(running_replicas, "remote") == 1
-    running, outcomes = await scale_under_load(app, "remote", {"model": "slow", "messages": USER})
+    running, outcomes = await scale_under_load(app, {"model": "slow", "messages": USER},
+                                               lambda: running_replicas("remote"))
     assert running == 2, f"the remote deployment never reached 2 running replicas within {GUARD_S:.0f} s"
     assert outcomes and all(outcome == 200 for outcome in outcomes), [o for o in outcomes if o != 200][:5]
 
 
-async def test_in_process_model_adds_a_replica_that_loads_and_registers(app):
-    """An HF model's own deployment scales too; the new replica loads the model and joins the placement ledger."""
-    assert await asyncio.to_thread(running_replicas, "model-tiny") == 1
-    body = {"model": "tiny", "messages": USER, "max_tokens": 32}
-    running, outcomes = await scale_under_load(app, "model-tiny", body)
-    assert running == 2, f"model-tiny never reached 2 running replicas within {GUARD_S:.0f} s"
-    assert outcomes and all(outcome == 200 for outcome in outcomes), [o for o in outcomes if o != 200][:5]
+def copies_of(app: str, name: str) -> list[dict]:
+    """The ready copies of the served model ``name``, as its model card lists them."""
+    cards = httpx.get(f"{app}/v1/models", timeout=GUARD_S).json()["data"]
+    return [row for card in cards if card["id"] == name for row in card["placement"] if row["state"] == "ready"]
 
-    deadline = time.monotonic() + GUARD_S           # each replica tells the registry once it has loaded
-    rows = []
-    while time.monotonic() < deadline:
-        rows = [row for row in await asyncio.to_thread(aimu_ray.placements) if row.deployment == "model-tiny"]
-        if len(rows) == 2:
-            break
-        await asyncio.sleep(0.25)
-    assert len(rows) == 2, rows
-    assert all(row.state == "serving" for row in rows), rows
+
+async def test_in_process_model_adds_a_copy_that_loads_and_registers(app):
+    """An HF model's copies scale too: the registry places and loads a second one, which joins the ledger."""
+    assert len(await asyncio.to_thread(copies_of, app, "tiny")) == 1
+    body = {"model": "tiny", "messages": USER, "max_tokens": 32}
+    running, outcomes = await scale_under_load(app, body, lambda: len(copies_of(app, "tiny")))
+    assert running == 2, f"tiny never reached 2 copies within {GUARD_S:.0f} s"
+    assert outcomes and all(outcome == 200 for outcome in outcomes), [o for o in outcomes if o != 200][:5]
+    rows = await asyncio.to_thread(copies_of, app, "tiny")
+    assert sorted(row["replica"] for row in rows) == [0, 1], rows

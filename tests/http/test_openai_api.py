@@ -24,6 +24,8 @@ from ray import serve
 import aimu_ray
 from aimu_ray.demo.servers import free_port
 from aimu_ray.deployments import AppConfig, connect
+from aimu_ray.hosts.registry import get_registry
+from aimu_ray.models.load import load_for
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures", "tests.fixtures.image_fixtures", "tests.fixtures.audio_fixtures",
                   "tests.fakes.fixtures"]
@@ -43,8 +45,7 @@ def app(serve_app, tiny_hf_dir, tiny_sd_dir, tiny_musicgen_dir, fake_server, tmp
     config = AppConfig(port=free_port(), output_dir=tmp_path_factory.mktemp("served"), api_keys=[KEY], limits=LIMITS,
                        models=[
         {"name": "tiny", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 8}},
-        {"name": "busy", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 1},
-         "max_ongoing_requests": 1, "max_queued_requests": 1},
+        {"name": "busy", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 1}, "max_in_flight": 2},
         {"name": "painter", "model": f"hf:{tiny_sd_dir}", "task": "image"},
         {"name": "music", "model": f"hf:{tiny_musicgen_dir}", "task": "audio"},
         {"name": "gpt", "model": f"openai-compat:m@{fake_server.url}/v1;tools,thinking", "options": {"max_retries": 0},
@@ -344,37 +345,39 @@ def test_health_and_metrics_need_no_key(app, sdk):
 
 # ----- cancellation -----
 
-def model_state(deployment: str) -> dict:
-    handle = serve.get_deployment_handle(deployment, app_name="aimu_ray")
-    return handle.state.remote(None).result(timeout_s=GUARD_S)
+def model_state(task: str, folder) -> dict:
+    """The served model's one copy's own account: requests in flight and engine counters."""
+    key = load_for("hf", task, str(folder), {"max_batch_size": 8} if task == "text" else {}).key()
+    [copy] = ray.get(get_registry().replicas.remote(key), timeout=GUARD_S)
+    return ray.get(copy.info.remote(), timeout=GUARD_S)
 
 
-def wait_idle(deployment: str) -> dict:
+def wait_idle(task: str, folder) -> dict:
     deadline = time.monotonic() + GUARD_S
-    while (state := model_state(deployment))["in_flight"] and time.monotonic() < deadline:
+    while (state := model_state(task, folder))["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.1)
     return state
 
 
-def test_a_client_that_disconnects_stops_the_hf_generation(app):
-    before = wait_idle("model-tiny")["engine"]["tokens"]
+def test_a_client_that_disconnects_stops_the_hf_generation(app, tiny_hf_dir):
+    before = wait_idle("text", tiny_hf_dir)["engine"]["tokens"]
     body = {"model": "tiny", "messages": USER, "max_tokens": 480, "temperature": 0, "stream": True}
     with httpx.stream("POST", f"{app}/v1/chat/completions", json=body, timeout=GUARD_S,
                       headers={"Authorization": f"Bearer {KEY}"}) as answer:
         lines = answer.iter_lines()
         for _ in range(3):
             next(lines)
-    after = wait_idle("model-tiny")
+    after = wait_idle("text", tiny_hf_dir)
     assert after["in_flight"] == 0
     assert after["engine"]["tokens"] - before < 480
 
 
-def test_a_client_that_disconnects_stops_the_diffusers_loop(app):
-    before = wait_idle("model-painter")["engine"]["steps"]
+def test_a_client_that_disconnects_stops_the_diffusers_loop(app, tiny_sd_dir):
+    before = wait_idle("image", tiny_sd_dir)["engine"]["steps"]
     body = {"model": "painter", "prompt": "a slow fox", "num_inference_steps": 200}     # limits.max_inference_steps
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{app}/v1/images/generations", json=body, timeout=1.5, headers={"Authorization": f"Bearer {KEY}"})
-    after = wait_idle("model-painter")
+    after = wait_idle("image", tiny_sd_dir)
     assert after["in_flight"] == 0
     assert 0 < after["engine"]["steps"] - before < 200
 

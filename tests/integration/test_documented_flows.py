@@ -74,9 +74,10 @@ def test_commands_beside_aimu_ray_serve_join_its_embedded_ray(tiny_gguf_path, ow
         [joined] = [line for line in status.stderr.splitlines() if "joining the Ray of `aimu-ray serve`" in line]
         assert f"pid {server.pid}, app 'aimu_ray' at http://127.0.0.1:{port}/v1" in joined
         report = json_of(status.stdout)
-        assert set(report["serve"]["aimu_ray"]) == {"ingress", "model-tiny"}
-        [replica] = report["models"]
-        assert (replica["deployment"], replica["state"]) == ("model-tiny", "serving")
+        assert set(report["serve"]["aimu_ray"]) == {"ingress"}          # the model's copy is the registry's
+        [copy] = report["models"]
+        assert (copy["model"], copy["replica"], copy["state"]) == ("llamacpp:tiny", 0, "ready")
+        assert report["evictions"] == []
 
         served = run([*CLI, "chat", "tiny", "--served", "hello", "--max-tokens", "4"], env)
         assert served.returncode == 0, served.stderr
@@ -85,7 +86,9 @@ def test_commands_beside_aimu_ray_serve_join_its_embedded_ray(tiny_gguf_path, ow
         assert direct.returncode == 0, direct.stderr
         unloaded = run([*CLI, "unload"], env)
         assert unloaded.returncode == 0, unloaded.stderr
-        assert unloaded.stdout.splitlines() == ["llamacpp:tiny"]       # the actor `chat` left in the server's Ray
+        assert unloaded.stdout.splitlines() == ["llamacpp:tiny"] * 2   # the served model's copy and `chat`'s
+        again = run([*CLI, "chat", "tiny", "--served", "hello again", "--max-tokens", "4"], env)
+        assert again.returncode == 0, again.stderr                       # the served model loads again
 
         server.send_signal(signal.SIGINT)
         assert server.wait(60) == 130, tail(log)

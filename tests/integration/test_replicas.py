@@ -13,7 +13,6 @@ import pytest
 import ray
 
 from aimu_ray import aio
-from aimu_ray.backends import backend_for
 from aimu_ray.cluster import GPU, Inventory, Node, set_fake_inventory
 from aimu_ray.cluster.model_size import need_for
 from aimu_ray.cluster.placement import PlacementError
@@ -163,3 +162,25 @@ def _request(tiny_hf_dir, prompt: str):
 
 def _ids(client) -> set[str]:
     return {copy._actor_id.hex() for copy in ray.get(get_registry().replicas.remote(client._load.key()))}
+
+
+async def test_two_copies_on_one_gpu_load_one_after_the_other(tiny_hf_dir, one_gpu):
+    client = hf(tiny_hf_dir, replicas=2)
+    await client.generate("a", generate_kwargs=GREEDY)
+    copies = ray.get(get_registry().replicas.remote(client._load.key()))
+    first, second = sorted([await copy.info.remote() for copy in copies], key=lambda info: info["replica"])
+    assert first["placement"].gpu_indices == second["placement"].gpu_indices == [0]
+    assert second["created_at"] >= first["created_at"] + first["use"].load_s   # made once the first had loaded
+
+
+async def test_capping_the_memory_placement_may_use_forces_an_eviction(tiny_hf_dir, one_gpu):
+    first, second = hf(tiny_hf_dir, max_batch_size=4), hf(tiny_hf_dir, max_batch_size=8)
+    await first.generate("a", generate_kwargs=GREEDY)
+    assert await aio.set_gpu_memory_utilization(0.5) == 1.0           # room for 1.25 models instead of 2.5
+    try:
+        await second.generate("b", generate_kwargs=GREEDY)
+        assert [row.key for row in await aio.placements()] == [second._load.key()]
+        with pytest.raises(ValueError, match="above 0 and at most 1"):
+            await aio.set_gpu_memory_utilization(1.5)
+    finally:
+        await aio.set_gpu_memory_utilization(1.0)

@@ -4,8 +4,8 @@ A head (``ray start --head``) and a second node (``ray start --address``) run he
 with one logical GPU. A made-up inventory carries the two nodes' real Ray ids, one GPU each, sized so
 each GPU holds exactly one tiny model; the head's GPU is the slightly fuller one, so best fit puts the
 first model there. The tests then show the second model spilling to the other node, Ray's node affinity
-and GPU accounting following the placement, a pin (``node_id=``) overriding best fit, and a third model
-refused because nothing fits.
+and GPU accounting following the placement, a pin (``node_id=``) overriding best fit, a third model
+refused because the two loaded are pinned, and two copies of one model spreading over both nodes.
 
 Starting and stopping the nodes without touching anyone else's Ray
 ------------------------------------------------------------------
@@ -45,6 +45,7 @@ from aimu_ray.backends import backend_for
 from aimu_ray.cluster import GPU, Inventory, Node, set_fake_inventory
 from aimu_ray.cluster.model_size import need_for
 from aimu_ray.demo.servers import free_port
+from aimu_ray.hosts.registry import get_registry
 from aimu_ray.models.load import load_for
 from tests.fixtures.ray_nodes import head_args, start_node, stop_nodes, tail
 
@@ -210,3 +211,31 @@ async def test_unloading_gives_both_nodes_their_gpus_back(tiny_hf_dir, two_nodes
     assert len(await asyncio.wait_for(aio.unload(), GUARD_S)) == 2
     free = await wait_for_gpus({two_nodes.head_id: 1.0, two_nodes.second_id: 1.0})
     assert free == {two_nodes.head_id: pytest.approx(1.0), two_nodes.second_id: pytest.approx(1.0)}
+
+
+@pytest.fixture
+def two_copies_per_gpu(two_nodes, tiny_hf_dir):
+    """Both real nodes, one GPU each with room for two tiny models: two copies could pack on one node's GPU."""
+    need = need_for(load_for("hf", "text", str(tiny_hf_dir), {})).total_bytes
+    total = int(need * 2.5)
+    set_fake_inventory(Inventory(nodes=[Node(node_id=node_id, ram_total_bytes=8 << 30, ram_free_bytes=8 << 30,
+                                             gpus=[GPU(index=0, total_bytes=total, free_bytes=total)])
+                                        for node_id in (two_nodes.head_id, two_nodes.second_id)]))
+    yield
+    set_fake_inventory(None)
+
+
+async def test_two_copies_spread_over_both_nodes_each_where_its_row_says(tiny_hf_dir, two_nodes, two_copies_per_gpu):
+    client = hf(tiny_hf_dir, replicas=2, max_batch_size=3)
+    answers = await asyncio.wait_for(asyncio.gather(*(client.generate(f"p{i}", generate_kwargs=GREEDY)
+                                                      for i in range(8))), GUARD_S)
+    assert all(isinstance(answer, str) for answer in answers)
+    rows = {row.replica: row for row in await asyncio.wait_for(aio.placements(), GUARD_S)}
+    assert sorted(rows) == [0, 1]
+    assert {row.node_id for row in rows.values()} == {two_nodes.head_id, two_nodes.second_id}
+    copies = await asyncio.wait_for(get_registry().replicas.remote(client._load.key()), GUARD_S)
+    for copy in copies:
+        info = await asyncio.wait_for(copy.info.remote(), GUARD_S)
+        row = rows[info["replica"]]
+        assert info["use"].node_id == row.node_id                  # Ray's node affinity followed each copy's row
+        assert os.getsid(info["use"].pid) == two_nodes.session_of(row.node_id)

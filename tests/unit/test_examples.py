@@ -107,8 +107,9 @@ def test_the_app_is_aimu_rays_and_its_args_are_an_app_config(app):
     assert (config.name, config.route_prefix) == (app["name"], app["route_prefix"])
     by_name = {model.name: model for model in config.models}
     assert by_name["qwen3-8b"].model == "hf:Qwen/Qwen3-8B"
-    assert by_name["qwen3-8b"].autoscaling_config == {"min_replicas": 1, "max_replicas": 4,
-                                                      "target_ongoing_requests": 32}
+    qwen = by_name["qwen3-8b"].model_load().replicas
+    assert (qwen.min_replicas, qwen.max_replicas, qwen.target_in_flight) == (1, 4, 32)
+    assert by_name["musicgen-small"].load == "on_demand"
     assert by_name["sdxl"].task == "image" and by_name["musicgen-small"].task == "audio"
     assert by_name["claude-sonnet"].api_key_env == "ANTHROPIC_API_KEY" and not by_name["claude-sonnet"].in_process
 

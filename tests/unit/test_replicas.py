@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from aimu_ray.backends.model import ModelBackend
-from aimu_ray.cluster import GPU, Inventory, ModelNeed, Node, place
+from aimu_ray.cluster import GPU, Inventory, ModelNeed, Node, PlacementError, place
 from aimu_ray.models.load import ModelLoad, Replicas, load_for
 
 G = 1024**3
@@ -85,3 +85,13 @@ async def test_requests_in_flight_are_counted_per_copy_and_let_go():
         assert backend.in_flight() == {copies[0]._actor_id.hex(): 1}
         assert await backend.actor() is copies[1]
     assert backend.in_flight() == {}
+
+
+def test_a_memory_cap_leaves_placement_only_its_share_of_each_gpu():
+    inventory = two_nodes(gpus=1)            # 10 GiB GPUs, 9 GiB free: placement may use 10 GiB × utilization − 1
+    capped = inventory.capped(0.5)
+    assert [g.free_bytes for n in capped.nodes for g in n.gpus] == [4 * G, 4 * G]   # 5 GiB kept back of each
+    assert inventory.capped(1.0) is inventory and inventory.capped(0.95).nodes[0].gpus[0].free_bytes == 9 * G - G // 2
+    assert capped.nodes[0].gpus[0].total_bytes == 10 * G
+    with pytest.raises(PlacementError):
+        place(ModelNeed(model="m", kind="text", weights_bytes=9 * G // 2), capped)

@@ -35,8 +35,13 @@ def test_a_config_needs_models_with_unique_names():
     ({"name": "a", "model": "anthropic:claude", "placement": {"num_gpus": 0.5}}, "in-process"),
     ({"name": "a", "model": "hf:x", "api_key_env": "K"}, "remote providers"),
     ({"name": "../etc", "model": "hf:x"}, "pattern"),
-    ({"name": "a", "model": "hf:x", "num_replicas": 2, "autoscaling_config": {"max_replicas": 3}}, "not both"),
-    ({"name": "a", "model": "hf:x", "autoscaling_config": {"min_replicas": 3, "max_replicas": 1}}, "replicas"),
+    ({"name": "a", "model": "hf:x", "num_replicas": 2}, "num_replicas is Serve's.*takes replicas"),
+    ({"name": "a", "model": "hf:x", "autoscaling_config": {"max_replicas": 3}}, "min_replicas/max_replicas"),
+    ({"name": "a", "model": "hf:x", "replicas": 2, "max_replicas": 3}, "not both"),
+    ({"name": "a", "model": "hf:x", "min_replicas": 3, "max_replicas": 1}, "above max_replicas"),
+    ({"name": "a", "model": "anthropic:claude", "replicas": 2}, "in-process models"),
+    ({"name": "a", "model": "anthropic:claude", "load": "on_demand"}, "in-process models"),
+    ({"name": "a", "model": "hf:x", "load": "lazily"}, "startup"),
 ])
 def test_bad_models_fail_when_the_config_loads(model, message):
     with pytest.raises(ValidationError, match=message):
@@ -45,10 +50,19 @@ def test_bad_models_fail_when_the_config_loads(model, message):
 
 def test_a_served_in_process_model_has_no_idle_keep_alive_and_keeps_its_pins():
     served = ServedModel(name="q", model="hf:/models/q", options={"max_batch_size": 4}, placement={"num_gpus": 0.5})
-    load = served.load()
+    load = served.model_load()
     assert load.keep_alive_s is None and load.options == {"max_batch_size": 4} and load.placement.num_gpus == 0.5
-    assert served.in_process and served.deployment_name == "model-q"
-    assert served.deployment_options(64) == {"max_ongoing_requests": 64, "num_replicas": 1}
+    assert served.in_process and served.load == "startup" and not load.pin
+    assert (load.replicas.min_replicas, load.replicas.max_replicas) == (1, 1)
+
+
+def test_a_served_model_carries_its_copies_keep_alive_and_pin_into_its_load():
+    served = ServedModel(name="q", model="hf:/models/q", min_replicas=1, max_replicas=4, target_in_flight=2,
+                         max_in_flight=32, load="on_demand", keep_alive_s=300, pin=True)
+    load = served.model_load()
+    assert (load.replicas.min_replicas, load.replicas.max_replicas, load.replicas.target_in_flight) == (1, 4, 2)
+    assert (load.max_in_flight, load.keep_alive_s, load.pin) == (32, 300, True)
+    assert load.key() == ServedModel(name="other", model="hf:/models/q").model_load().key()   # the same weights
 
 
 def test_yaml_expands_environment_variables_and_serve_args_name_a_file(tmp_path, monkeypatch):
