@@ -88,6 +88,11 @@ class ModelBackend:
         minutes)."""
         return self._least_loaded(await self._group())
 
+    @property
+    def has_copies(self) -> bool:
+        """Whether this process knows loaded copies to send to (no trip to the registry needed)."""
+        return bool(self._copies)
+
     def asked(self, load: ModelLoad) -> None:
         """The same model asked for with other serving settings: the next request takes them to the registry."""
         with self._lock:

@@ -64,7 +64,7 @@ class ServedModels:
     async def loaded(self, served: Served, wait_s: float | None = None) -> None:
         """Return once the model's copies are loaded (at once when they are); after ``wait_s``,
         ``ModelLoadingError`` while the load goes on."""
-        if served.load is None:
+        if served.load is None or served.backend.has_copies:     # every request passes here: no task, no wait
             return
         try:
             await asyncio.wait_for(asyncio.shield(served.backend.actor()), wait_s)
