@@ -199,13 +199,13 @@ class Ingress:
 
     async def load_model(self, name: str) -> dict:
         """Load an in-process model now (waits up to ``load_wait_s``; 503 while it goes on loading)."""
-        served = await self._in_process(name)
+        served = await self._known(name, in_process=True)
         await self._models.loaded(served, self._config.load_wait_s)
         return await self._card_of(name)
 
     async def unload_model(self, name: str) -> dict:
         """Unload every copy of an in-process model; the next request to it loads it again."""
-        served = await self._in_process(name)
+        served = await self._known(name, in_process=True)
         await get_registry().unload.remote(served.load.key())
         served.backend.asked(served.load)            # this replica's handles point at nothing now
         return await self._card_of(name)
@@ -222,25 +222,25 @@ class Ingress:
         if previous is not None and previous.load is not None and previous.load.key() != served.load.key():
             await get_registry().unload.remote(previous.load.key())
         if model.load == "startup":
-            asyncio.get_running_loop().create_task(self._models.loaded(served))   # the card says how it goes
+            self._models.load_soon(served)                 # the card says how it goes
         logger.info("admin: %s now serves %s", name, model.model)
         return await self._card_of(name)
 
     async def delete_model(self, name: str) -> dict:
         """Stop serving a model (unloading its copies); one of the config's comes back at the next deploy."""
-        served = await self._in_process(name, remote_too=True)
+        served = await self._known(name)
         await self._models.remove(name)
         if served.load is not None and not any(s.load == served.load for s in self._models.all()):
             await get_registry().unload.remote(served.load.key())
         logger.info("admin: %s removed", name)
         return {"id": name, "object": "model", "deleted": True}
 
-    async def _in_process(self, name: str, remote_too: bool = False) -> Served:
+    async def _known(self, name: str, in_process: bool = False) -> Served:
         await self._models.sync(now=True)
         served = self._models.get(name)
         if served is None:
             raise HTTPException(404, f"The model {name!r} does not exist. Served models: {self._names()}.")
-        if served.load is None and not remote_too:
+        if served.load is None and in_process:
             raise HTTPException(400, f"Model {name!r} is a remote provider's: there is nothing to load or unload.")
         return served
 

@@ -46,6 +46,7 @@ class ServedModels:
         self._served = {model.name: self._resolve(model) for model in config.models}
         self._version, self._synced_at = 0, 0.0
         self.load_errors: dict[str, str] = {}       # served name → why its last load failed
+        self._loading: set[asyncio.Task] = set()     # loads started for no waiting caller (kept referenced)
 
     def get(self, name: str) -> Served | None:
         return self._served.get(name)
@@ -60,6 +61,17 @@ class ServedModels:
         """Load the in-process models that load at start; a failure is kept for the model's card, not raised."""
         starting = [s for s in self._served.values() if s.load is not None and s.config.load == "startup"]
         await asyncio.gather(*(self.loaded(served) for served in starting), return_exceptions=True)
+
+    def load_soon(self, served: Served) -> None:
+        """Start loading the model's copies without waiting; a failure lands in ``load_errors``."""
+        task = asyncio.get_running_loop().create_task(self.loaded(served))
+        self._loading.add(task)
+        task.add_done_callback(self._loaded_soon)
+
+    def _loaded_soon(self, task: asyncio.Task) -> None:
+        self._loading.discard(task)
+        if not task.cancelled():
+            task.exception()                    # taken, so asyncio does not log it: ``load_errors`` has it already
 
     async def loaded(self, served: Served, wait_s: float | None = None) -> None:
         """Return once the model's copies are loaded (at once when they are); after ``wait_s``,
