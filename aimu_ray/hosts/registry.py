@@ -199,7 +199,7 @@ class ModelRegistry:
             plan = place_evicting(need, inventory, self._options(load), promised(self._ledger(), inventory),
                                   candidates, copies=self._copies(key))
             for victim in plan.victims:
-                await self._evict(victim.ident, load, plan.reason)
+                await self._evict(victim, load, plan.reason)
             replica = next(i for i in range(len(self._group(key)) + 1) if load.actor_name(i) not in self._entries)
             name = load.actor_name(replica)
             entry = self._entries[name] = Entry(load=load, need=need, placement=plan.placement, handle=None,
@@ -237,14 +237,13 @@ class ModelRegistry:
                                         pinned=self._pinned(entry), reason_kept=kept))
         return candidates
 
-    async def _evict(self, name: str, for_load: ModelLoad, why: str) -> None:
+    async def _evict(self, victim: Evictable, for_load: ModelLoad, why: str) -> None:
         """Unload one idle copy to make room: drained (a request that slipped in finishes), ended, its process
         awaited so its memory is back before the next load reads it; logged and counted."""
+        name, idle_s = victim.ident, victim.idle_s     # idle as eviction saw it, moments ago
         entry = self._entries.get(name)
         if entry is None:
             return
-        idle_s = (await self._infos([entry]))[0]
-        idle_s = idle_s.get("idle_s", 0.0) if isinstance(idle_s, dict) else 0.0
         logger.warning("Evicting %s (copy %d, idle %.0f s) to load %s: %s", entry.load.label(), entry.replica, idle_s,
                        for_load.label(), why)
         await self._drain(entry, DRAIN_S)
