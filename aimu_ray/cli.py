@@ -30,6 +30,7 @@ examples:
   aimu-ray image hf:stabilityai/sdxl-turbo "a fox" --steps 4 --output-dir out/
   aimu-ray audio hf:facebook/musicgen-small "lo-fi piano" --duration 8
   ray job submit -- aimu-ray batch --model hf:Qwen/Qwen3-8B --input prompts.jsonl --output out.jsonl
+  ray job submit -- aimu-ray batch --model hf:Qwen/Qwen3-8B --replicas auto --input s3://b/in/ --output s3://b/out/
   aimu-ray status                                    # GPUs, placed models, memory reserved vs used, and why
   aimu-ray unload hf:Qwen/Qwen3-8B
 """
@@ -97,17 +98,27 @@ def _parser() -> argparse.ArgumentParser:
     audio.add_argument("--output-dir", default="output")
     audio.set_defaults(run=_audio)
 
-    batch = commands.add_parser("batch", help="run a JSONL file of requests; resumable",
-                                description="One request per input line, results appended to OUTPUT as they "
-                                            "complete. A rerun after a kill resumes: recorded lines are skipped. "
+    batch = commands.add_parser("batch", help="run a file or dataset of requests; resumable",
+                                description="One request per input line or row. A JSONL file runs through this "
+                                            "process, its results appended to OUTPUT as they complete; Parquet, a "
+                                            "folder or a remote URI (or --ray-data) runs on Ray Data across the "
+                                            "cluster into the folder OUTPUT. A rerun skips the ids already written. "
                                             "Line formats: `python -c 'import aimu_ray.batch as b; help(b)'`.")
     batch.add_argument("--model", required=True, help="a model string")
-    batch.add_argument("--input", required=True, help="JSONL requests")
-    batch.add_argument("--output", required=True, help="JSONL results (appended; also the resume log)")
+    batch.add_argument("--input", required=True, help="JSONL requests; or Parquet/JSONL files, a folder, s3://…")
+    batch.add_argument("--output", required=True, help="JSONL results (appended; also the resume log); a folder "
+                                                       "on the Ray Data path")
     batch.add_argument("--task", choices=["text", "image", "audio"], default="text")
-    batch.add_argument("--concurrency", type=int, default=16, help="requests in flight across the cluster")
-    batch.add_argument("--replicas", type=int, help="copies of an in-process model (hf:, llamacpp:), each on its "
-                                                    "own GPU share; requests go to the least loaded")
+    batch.add_argument("--concurrency", type=int, default=16, help="requests in flight: in all (JSONL), or per "
+                                                                    "worker (Ray Data)")
+    batch.add_argument("--replicas", type=_replicas, help="copies of an in-process model (hf:, llamacpp:), each on "
+                                                          "its own GPU share, or `auto`: as many as fit on free GPUs "
+                                                          "(released at the end); the workers on the Ray Data path")
+    batch.add_argument("--ray-data", action="store_true", help="run on Ray Data even for a JSONL file")
+    batch.add_argument("--output-format", choices=["parquet", "jsonl"],
+                       help="on the Ray Data path (default: the input's format)")
+    batch.add_argument("--generate-kwargs", type=json.loads, metavar="JSON",
+                       help='every text line\'s, e.g. \'{"max_tokens": 256}\' (a line\'s own win key by key)')
     batch.add_argument("--output-dir", help="where images and clips go (default: OUTPUT's name + _files)")
     batch.add_argument("--retry-failed", action="store_true", help="run the lines recorded as failed again")
     batch.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -229,21 +240,51 @@ def _audio(args) -> int:
 
 
 def _batch(args) -> int:
-    from .batch import BatchInterrupted, run_batch_sync
-
     options = _options(args.option)
-    if args.replicas is not None:
-        options["replicas"] = args.replicas
     _connect(args)
-    try:
-        summary = run_batch_sync(args.model, args.input, args.output, task=args.task, concurrency=args.concurrency,
-                                 output_dir=args.output_dir, progress=not args.no_progress,
-                                 retry_failed=args.retry_failed, client_options=options)
-    except BatchInterrupted as stopped:
-        print(f"aimu-ray batch: {stopped}", file=sys.stderr)
-        return 130
+    if _on_ray_data(args):
+        from .batch.datasets import run_dataset
+
+        summary = run_dataset(args.model, args.input, args.output, task=args.task, output_format=args.output_format,
+                              retry_failed=args.retry_failed, progress=not args.no_progress,
+                              concurrency=args.replicas or 1, batch_size=args.concurrency,
+                              output_dir=args.output_dir, system=options.pop("system", None), model_options=options,
+                              generate_kwargs=args.generate_kwargs)
+    else:
+        from .batch import BatchInterrupted, run_batch_sync
+
+        if args.replicas is not None:
+            options["replicas"] = args.replicas
+        try:
+            summary = run_batch_sync(args.model, args.input, args.output, task=args.task,
+                                     concurrency=args.concurrency, output_dir=args.output_dir,
+                                     progress=not args.no_progress, retry_failed=args.retry_failed,
+                                     client_options=options, generate_kwargs=args.generate_kwargs)
+        except BatchInterrupted as stopped:
+            print(f"aimu-ray batch: {stopped}", file=sys.stderr)
+            return 130
     print(summary.model_dump_json())
     return 1 if summary.failed else 0
+
+
+def _on_ray_data(args) -> bool:
+    """Ray Data for what one process should not read alone: Parquet, folders, remote URIs (or when asked)."""
+    from pathlib import Path
+
+    location = args.input.rstrip("/")
+    return args.ray_data or "://" in location or location.endswith(".parquet") or Path(location).is_dir()
+
+
+def _replicas(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a count of copies or 'auto', not {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("at least 1 copy")
+    return count
 
 
 def _status(args) -> int:

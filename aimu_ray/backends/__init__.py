@@ -1,7 +1,8 @@
-"""What sends a request to a host: one ``Backend`` protocol (``base``) and its three implementations.
+"""What sends a request to a host: one ``Backend`` protocol (``base``) and its four implementations.
 
 ``pool`` sends remote-provider requests to the shared pool of workers, ``model`` to an in-process model's own
-actor, ``serve`` to a Serve deployment's handle; ``calls`` is the one actor call the first two share,
+actor, ``serve`` to a Serve deployment's handle, ``hosted`` to an engine loaded in the caller's own process (a
+dataset worker's); ``calls`` is the one actor call the first two share,
 and ``models.retry`` the one retry loop. Ray is imported only when a backend is first asked for, so importing
 ``aimu_ray`` stays cheap.
 """

@@ -119,7 +119,7 @@ def parse_line(number: int, raw: bytes, model: type[BatchLine]) -> InputLine:
     try:
         return InputLine(number, line_id, parsed=model.model_validate({**data, "id": line_id}))
     except ValidationError as error:
-        return InputLine(number, line_id, problem=f"line {number}: {_summary(error)}")
+        return InputLine(number, line_id, problem=f"line {number}: {error_summary(error)}")
 
 
 def read_lines(path: Path, model: type[BatchLine]) -> Iterator[InputLine]:
@@ -143,7 +143,7 @@ def unique_ids(path: Path) -> set[str]:
     return set(first_seen)
 
 
-def _summary(error: ValidationError) -> str:
+def error_summary(error: ValidationError) -> str:
     """Pydantic's errors on one line: ``field: message; …``, without its documentation links."""
     parts = []
     for item in error.errors():

@@ -8,32 +8,41 @@ the aimu_ray async clients, so it runs on Ray: the shared worker pool or the mod
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 from tqdm import tqdm
 
-from .lines import LINE_MODELS, AudioLine, BatchLine, ImageLine, InputLine, TextLine, read_lines, unique_ids
-from .output import Appender, LineError, LineRecord, drop_failures, recover
+from .. import aio
+from ..clients.loaded_models import copies_that_fit
+from ..models.load import ModelLoad
+from .files import Folder
+from .lines import LINE_MODELS, BatchLine, InputLine, read_lines, unique_ids
+from .output import Appender, LineRecord, drop_failures, recover
+from .requests import LineRequest, media_request, run_line, task_client, text_request
 
-LineRequest = Callable[[BatchLine], Awaitable[dict[str, Any]]]
-"""Makes one line's request; returns the fields of its successful record (``output`` and, for text, the rest)."""
+logger = logging.getLogger("aimu_ray")
 RequestFactory = Callable[[], LineRequest]
 """Called once per worker before any line is taken, so a bad model string or missing key fails the job at once."""
 
 
 class BatchSummary(BaseModel):
-    total: int          # non-blank input lines
+    """What a run did, printed at its end (both batch paths)."""
+
+    total: int          # input lines (rows): this run's and those an earlier run recorded
     done_before: int    # skipped: already recorded in the output by an earlier run
     succeeded: int
     failed: int
+    output_tokens: int = 0   # the tokens this run's text answers hold
+    replicas: int | None = None   # the copies an in-process model ran as, when the run chose them
     elapsed_s: float
+    rows_per_s: float = 0.0  # this run's lines (rows) per second
 
 
 class BatchInterrupted(Exception):
@@ -42,7 +51,7 @@ class BatchInterrupted(Exception):
 
 async def run_batch(model: str, input_path, output_path, *, task: str = "text", concurrency: int = 16,
                     output_dir=None, progress: bool = True, retry_failed: bool = False,
-                    client_options: dict | None = None) -> BatchSummary:
+                    client_options: dict | None = None, generate_kwargs: dict | None = None) -> BatchSummary:
     """Run every line of the JSONL ``input_path`` through ``model`` and append one record per line to
     ``output_path`` (schemas: ``aimu_ray.batch``).
 
@@ -52,14 +61,22 @@ async def run_batch(model: str, input_path, output_path, *, task: str = "text", 
     Images and audio are written under ``output_dir`` (default ``<output stem>_files`` beside the output),
     and records carry their absolute paths. ``client_options`` go to the client factory (``api_key``,
     ``base_url``, loader options; for text also ``system``, the default of each line's ``system``).
+    ``generate_kwargs`` are every text line's (a line's own win key by key).
     """
     if task not in LINE_MODELS:
         raise ValueError(f"Unknown batch task {task!r}: use one of {', '.join(LINE_MODELS)}.")
     output_path = Path(output_path)
-    files = Path(output_dir) if output_dir is not None else output_path.with_name(f"{output_path.stem}_files")
-    factory = request_factory(task, model, dict(client_options or {}), files.resolve())
-    return await process_file(Path(input_path), output_path, LINE_MODELS[task], factory, concurrency=concurrency,
-                              progress=progress, retry_failed=retry_failed)
+    files = Folder(output_dir if output_dir is not None else output_path.with_name(f"{output_path.stem}_files"))
+    options = dict(client_options or {})
+    started_copies = await auto_replicas(task, model, options)
+    factory = request_factory(task, model, options, files, generate_kwargs)
+    try:
+        summary = await process_file(Path(input_path), output_path, LINE_MODELS[task], factory,
+                                     concurrency=concurrency, progress=progress, retry_failed=retry_failed)
+        return summary.model_copy(update={"replicas": options.get("replicas")})
+    finally:
+        if started_copies is not None:          # the GPUs it took go back at once, not after the keep-alive
+            await aio.unload(started_copies.key())
 
 
 def run_batch_sync(model: str, input_path, output_path, **options) -> BatchSummary:
@@ -94,8 +111,10 @@ async def process_file(input_path: Path, output_path: Path, line_model: type[Bat
     finally:
         appender.close()
         tally.close()
+    elapsed = time.monotonic() - started
     return BatchSummary(total=len(ids), done_before=done_before, succeeded=tally.succeeded, failed=tally.failed,
-                        elapsed_s=round(time.monotonic() - started, 3))
+                        output_tokens=tally.tokens, elapsed_s=round(elapsed, 3),
+                        rows_per_s=round((tally.succeeded + tally.failed) / elapsed, 2) if elapsed else 0.0)
 
 
 async def _run_workers(lines, skip, requests: list[LineRequest], appender: Appender, tally: _Tally) -> None:
@@ -113,7 +132,7 @@ async def _run_workers(lines, skip, requests: list[LineRequest], appender: Appen
         while (item := await queue.get()) is not None:
             record = await run_line(item, request)
             appender.write(record)
-            tally.add(record.ok)
+            tally.add(record)
 
     tasks = [asyncio.ensure_future(feed()), *(asyncio.ensure_future(work(request)) for request in requests)]
     try:
@@ -124,72 +143,47 @@ async def _run_workers(lines, skip, requests: list[LineRequest], appender: Appen
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def run_line(item: InputLine, request: LineRequest) -> LineRecord:
-    """One line's record: the answer, or the error (an invalid line's, or the request's, typed)."""
-    if item.parsed is None:
-        return LineRecord(id=item.id, line=item.number, ok=False,
-                          error=LineError(type="InvalidLine", message=item.problem or ""))
-    started = time.monotonic()
-    try:
-        fields = await request(item.parsed)
-    except Exception as error:  # noqa: BLE001 -- any failure of one line is its record, never the job's end
-        return LineRecord(id=item.id, line=item.number, ok=False, elapsed_s=_since(started),
-                          error=LineError(type=type(error).__name__, message=str(error) or type(error).__name__))
-    return LineRecord(id=item.id, line=item.number, ok=True, elapsed_s=_since(started), **fields)
-
-
-def request_factory(task: str, model: str, options: dict, files: Path) -> RequestFactory:
+def request_factory(task: str, model: str, options: dict, files: Folder,
+                    generate_kwargs: dict | None = None) -> RequestFactory:
     """Text: a client per worker, reset for each line, so no line sees another's conversation.
     Images and audio: one client for all (they keep no state), writing files into ``files``."""
-    from .. import aio
     if task == "text":
         system = options.pop("system", None)
-        return lambda: text_request(aio.client(model, **options), system)
-    client = aio.image_client(model, **options) if task == "image" else aio.audio_client(model, **options)
-    request = media_request(client, files)
+        return lambda: text_request(task_client(task, model, **options), system, generate_kwargs)
+    request = media_request(task_client(task, model, **options), task, files)
     return lambda: request
 
 
-def text_request(client, default_system: str | None) -> LineRequest:
-    async def request(line: TextLine) -> dict[str, Any]:
-        system = line.system if line.system is not None else default_system
-        options = {"generate_kwargs": line.generate_kwargs, "thinking": line.thinking, "tools": line.tools}
-        if line.messages is None:
-            client.reset(system)
-            content = await client.chat(line.prompt, **options)
-        else:
-            client.reset(None)
-            client.messages = line.messages
-            if system is not None:
-                client.system_message = system     # rewrites the conversation's system turn, or inserts one
-            content = await client.chat(None, **options)
-        return {"output": content, "thinking": client.last_thinking, "usage": client.last_usage,
-                "stop_reason": client.last_stop_reason, "tool_calls": client.last_tool_calls}
-    return request
-
-
-def media_request(client, files: Path) -> LineRequest:
-    async def request(line: ImageLine | AudioLine) -> dict[str, Any]:
-        options = line.model_dump(exclude={"id", "prompt"}, exclude_none=True)
-        paths = await client.generate(line.prompt, format="path", output_dir=files, **options)
-        return {"output": paths if isinstance(paths, list) else [paths]}
-    return request
+async def auto_replicas(task: str, model: str, options: dict) -> ModelLoad | None:
+    """``replicas="auto"`` in ``options`` becomes as many copies as fit in free GPU memory now (at least one).
+    Returns the model's load when none of its copies ran before, so the batch releases them at its end."""
+    if options.get("replicas") != "auto":
+        return None
+    probe = {key: value for key, value in options.items() if key not in ("replicas", "system")}
+    load = task_client(task, model, **probe).model_load
+    if load is None:
+        raise ValueError(f"replicas='auto' is for in-process models (hf:, llamacpp:); {model} runs at its provider.")
+    ran_before = any(row.key == load.key() for row in await aio.placements())
+    options["replicas"] = await copies_that_fit(load)
+    logger.info("%s: %d copies fit in free GPU memory now", load.label(), options["replicas"])
+    return None if ran_before else load
 
 
 class _Tally:
     """Counts this run's results and shows them on a progress bar (stderr)."""
 
     def __init__(self, to_do: int, enabled: bool) -> None:
-        self.succeeded = self.failed = 0
+        self.succeeded = self.failed = self.tokens = 0
         interactive = sys.stderr.isatty()
         self._bar = tqdm(total=to_do, desc="batch", unit="line", file=sys.stderr, disable=not enabled,
                          mininterval=0.1 if interactive else 30)   # a job log gets a line every 30 s, not a stream
 
-    def add(self, ok: bool) -> None:
-        if ok:
+    def add(self, record: LineRecord) -> None:
+        if record.ok:
             self.succeeded += 1
         else:
             self.failed += 1
+        self.tokens += (record.usage or {}).get("output_tokens", 0)
         self._bar.set_postfix(ok=self.succeeded, failed=self.failed, refresh=False)
         self._bar.update()
 
@@ -208,6 +202,3 @@ async def _cancelled_by_sigterm(coro):
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 
-
-def _since(started: float) -> float:
-    return round(time.monotonic() - started, 3)

@@ -1,5 +1,5 @@
 """The in-process models loaded on the cluster: where each runs and why (``placements``), what was evicted to
-make room (``evictions``), and ``unload``.
+make room (``evictions``), how many copies of one fit now (``copies_that_fit``), and ``unload``.
 
 Async here; ``aimu_ray.placements()`` / ``aimu_ray.evictions()`` / ``aimu_ray.unload()`` are the sync forms.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from ..models.load import ModelLoad
 from ..models.placements import Eviction, Placements
 
 
@@ -57,6 +58,26 @@ async def unload(model: str | None = None, *, grace_s: float = 30.0) -> list[str
     unloaded = await get_registry().unload.remote(model, grace_s)
     reset_backends(pool=False)      # this process's handles to those actors point at nothing now
     return unloaded
+
+
+async def copies_that_fit(load: ModelLoad, most: int = 64) -> int:
+    """``replicas="auto"``: the copies of ``load`` already loaded plus those that fit in free GPU memory now, never
+    evicting anything; at most ``most``, and at least 1, since one copy loads anyway (evicting if it must)."""
+    from ..cluster.connection import unwrapped
+    from ..cluster.inventory import current_inventory_override
+    from ..cluster.model_size import need_for
+    from ..hosts.registry import get_registry
+    from ray.exceptions import RayTaskError
+
+    await _connected()
+    need = await asyncio.to_thread(need_for, load)          # reads the model's files
+    registry = get_registry()
+    try:
+        loaded = await registry.replicas.remote(load.key())
+        room = await registry.room_for.remote(load, need, max(0, most - len(loaded)), current_inventory_override())
+    except RayTaskError as failure:
+        raise unwrapped(failure) from None
+    return max(1, min(most, len(loaded) + room))
 
 
 async def _connected() -> None:

@@ -30,7 +30,8 @@ class _AsyncMediaClient:
     providers: tuple[str, ...]
     env_var: str
 
-    def __init__(self, model: str | None = None, **kwargs):
+    def __init__(self, model: str | None = None, *, backend=None, **kwargs):
+        """``backend`` replaces the one the model would get (a dataset worker's own engine)."""
         model = model or os.environ.get(self.env_var)
         if not model:
             raise ValueError(f"No model given and {self.env_var} is not set: pass model='hf:<repo or folder>'.")
@@ -45,11 +46,16 @@ class _AsyncMediaClient:
             self._load = load_for("hf", self.task, ref.model_id, kwargs)
         else:
             self._endpoint = gemini_image_endpoint(**kwargs)
-        self._backend = None
+        self._backend = backend
 
     @property
     def model(self) -> str:
         return f"{self.provider}:{self.model_id}"
+
+    @property
+    def model_load(self) -> ModelLoad | None:
+        """What an ``hf:`` model's copies are keyed by (its loader options and pins); None for a remote one."""
+        return self._load
 
     @property
     def model_kwargs(self) -> dict:

@@ -66,6 +66,11 @@ class AsyncTextClient:
         self.tools: list = []
         self._clear_last()
 
+    @property
+    def model_load(self) -> ModelLoad | None:
+        """What an in-process model's copies are keyed by (its loader options and pins); None for a remote one."""
+        return self._load
+
     # ----- aimu's state surface -----
 
     def _clear_last(self) -> None:

@@ -352,6 +352,31 @@ def place(need: ModelNeed, inventory: Inventory, options: PlacementOptions | Non
     raise PlacementError(_nothing_fits(request, nodes, header, notes))
 
 
+def copies_that_fit(need: ModelNeed, inventory: Inventory, options: PlacementOptions | None = None,
+                    reserved: Mapping[ReservedKey, int] | None = None,
+                    copies: Mapping[ReservedKey, int] | None = None, most: int = 64) -> int:
+    """How many more copies of ``need`` fit on GPUs in free memory now, at most ``most``: ``replicas="auto"``.
+
+    Each copy is placed as the registry would place it (spreading from ``copies``, reserving its share before the
+    next), so the count is what loading them one by one would get. It stops at the first copy that does not fit or
+    would go to the CPU: a copy on the CPU adds no GPU throughput. ``force`` is ignored, since a forced copy does
+    not fit; nothing is evicted.
+    """
+    options = (options or PlacementOptions()).model_copy(update={"force": False})
+    reserved, copies = dict(reserved or {}), dict(copies or {})
+    for count in range(most):
+        try:
+            placement = place(need, inventory, options, reserved, copies)
+        except PlacementError:
+            return count
+        if placement.device != "cuda":
+            return count
+        reserved = reserve(reserved, placement)
+        for index in placement.gpu_indices:
+            copies[(placement.node_id, index)] = copies.get((placement.node_id, index), 0) + 1
+    return most
+
+
 def _pinned(options: PlacementOptions) -> str:
     pins = [f"{k}={v!r}" for k, v in options.model_dump(exclude_defaults=True).items()]
     return f", with {', '.join(pins)}" if pins else ""

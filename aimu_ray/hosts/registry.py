@@ -48,7 +48,7 @@ from ..cluster.connection import NAMESPACE, named_actor, result_of
 from ..cluster.eviction import Evictable, place_evicting
 from ..cluster.inventory import Inventory
 from ..cluster.need import ModelNeed
-from ..cluster.placement import Placement, ReservedKey, gib
+from ..cluster.placement import Placement, ReservedKey, copies_that_fit, gib
 from ..cluster.survey import live_node_ids, survey
 from ..models.errors import RegistryUnavailableError
 from ..models.load import ACTOR_PREFIX, ModelLoad, PlacementOptions
@@ -126,6 +126,14 @@ class ModelRegistry:
                 for failure in failures:
                     logger.warning("%s: a copy could not be added (the scaler tries again): %s", load.label(), failure)
             return self.replicas(key)
+
+    async def room_for(self, load: ModelLoad, need: ModelNeed, most: int, inventory: Inventory | None = None) -> int:
+        """How many more copies of the model fit in free memory now, besides those placed (at most ``most``): what
+        ``replicas="auto"`` asks for. Decided like ``_add`` (same ledger, spread and options) but evicting nothing."""
+        async with self._placing:
+            inventory = (inventory or await survey()).capped(self._utilization)
+            return copies_that_fit(need, inventory, self._options(load), promised(self._ledger(), inventory),
+                                   self._copies(load.key()), most)
 
     def replicas(self, key: str) -> list[ActorHandle]:
         """The loaded copies of model ``key``, by copy number: what callers route among."""

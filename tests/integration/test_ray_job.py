@@ -92,3 +92,20 @@ def test_a_submitted_batch_job_writes_one_record_per_line(head_node, fake, tmp_p
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["id"] for r in records) == [f"p{i}" for i in range(5)] and all(r["ok"] for r in records)
     assert {r["output"] for r in records} == {f"echo: line {i}" for i in range(5)}
+
+
+def test_a_submitted_batch_job_on_ray_data_writes_a_parquet_folder(head_node, fake, tmp_path):
+    """The dataset path from a job: Parquet in, a folder of Parquet out, rows keeping their columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    prompts = tmp_path / "prompts.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": f"p{i}", "prompt": f"row {i}", "n": i} for i in range(5)]), prompts)
+    out = tmp_path / "answers"
+    job = submit(*head_node, str(Path(sys.executable).with_name("aimu-ray")), "batch", "--model",
+                 f"vllm:m@{fake.url}/v1", "--input", str(prompts), "--output", str(out), "--no-progress")
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
+    [summary] = [json.loads(line) for line in job.stdout.splitlines() if line.startswith('{"total"')]
+    assert (summary["succeeded"], summary["failed"]) == (5, 0)
+    rows = sorted(pq.read_table(out).to_pylist(), key=lambda r: r["id"])
+    assert [(r["id"], r["n"], r["output"]) for r in rows] == [(f"p{i}", i, f"echo: row {i}") for i in range(5)]

@@ -14,8 +14,10 @@ import ray
 
 from aimu_ray import aio
 from aimu_ray.cluster import GPU, Inventory, Node, set_fake_inventory
+from aimu_ray.batch import run_batch
 from aimu_ray.cluster.model_size import need_for
 from aimu_ray.cluster.placement import PlacementError
+from aimu_ray.clients.loaded_models import copies_that_fit
 from aimu_ray.clients.requests import chat_request, served_model
 from aimu_ray.hosts.registry import get_registry
 from aimu_ray.models.load import load_for
@@ -148,6 +150,16 @@ async def test_a_pinned_model_is_never_evicted_and_all_pinned_names_what_holds_t
     assert len(await aio.placements()) == 2                       # nothing loaded, nothing evicted
 
 
+async def test_copies_that_fit_counts_those_loaded_plus_the_room_left(tiny_hf_dir, two_nodes):
+    client = hf(tiny_hf_dir)
+    assert await copies_that_fit(client._load) == 4                 # two per GPU, on two GPUs
+    assert await copies_that_fit(client._load, most=3) == 3
+    await client.generate("a", generate_kwargs=GREEDY)
+    assert len(await aio.placements()) == 1
+    assert await copies_that_fit(client._load) == 4                 # the loaded copy and room for three more
+    assert len(await aio.placements()) == 1                         # counting loaded nothing
+
+
 def test_bad_replica_counts_are_refused_before_anything_loads(tiny_hf_dir):
     for bad in ({"replicas": 0}, {"min_replicas": 3, "max_replicas": 2}, {"replicas": 2, "max_replicas": 3}):
         with pytest.raises(ValueError):
@@ -184,3 +196,23 @@ async def test_capping_the_memory_placement_may_use_forces_an_eviction(tiny_hf_d
             await aio.set_gpu_memory_utilization(1.5)
     finally:
         await aio.set_gpu_memory_utilization(1.0)
+
+
+async def test_a_batch_on_two_copies_sends_lines_to_both(tiny_hf_dir, two_nodes, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"id": "q{i}", "prompt": "line {i}"}}\n' for i in range(16)))
+    summary = await run_batch(f"hf:{tiny_hf_dir}", source, tmp_path / "out.jsonl", concurrency=8, progress=False,
+                              generate_kwargs=GREEDY, client_options={"replicas": 2, "keep_alive_s": None})
+    assert (summary.succeeded, summary.replicas) == (16, 2)
+    copies = ray.get(get_registry().replicas.remote(hf(tiny_hf_dir).model_load.key()))
+    assert len(copies) == 2 and all(n > 0 for n in await asyncio.gather(*map(engine_rows, copies)))
+
+
+async def test_a_batch_with_auto_replicas_takes_every_copy_that_fits_and_gives_them_back(tiny_hf_dir, two_nodes,
+                                                                                        tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"prompt": "line {i}"}}\n' for i in range(8)))
+    summary = await run_batch(f"hf:{tiny_hf_dir}", source, tmp_path / "out.jsonl", concurrency=8, progress=False,
+                              generate_kwargs=GREEDY, client_options={"replicas": "auto"})
+    assert (summary.succeeded, summary.replicas) == (8, 4)            # two nodes, room for two copies on each GPU
+    assert len(await aio.placements()) == 0                           # released at the end, not after keep-alive

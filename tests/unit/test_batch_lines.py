@@ -16,7 +16,8 @@ from aimu_ray import aio
 from aimu_ray.batch import AudioLine, DuplicateIdError, ImageLine, OutputFileError, TextLine, process_file
 from aimu_ray.batch.lines import parse_line
 from aimu_ray.batch.output import recover
-from aimu_ray.batch.runner import media_request, text_request
+from aimu_ray.batch.files import Folder
+from aimu_ray.batch.requests import media_request, text_request
 from aimu_ray.models import ChatResult, Usage
 from aimu_ray.models.errors import ProviderError
 
@@ -135,17 +136,20 @@ async def test_text_records_carry_thinking_usage_and_tool_calls_and_lines_do_not
                     [("system", "default system"), ("user", "y")]]
 
 
-async def test_media_records_are_lists_of_paths_and_line_options_reach_generate(tmp_path):
+async def test_media_files_are_named_by_line_id_and_line_options_reach_generate(tmp_path):
     class Client:
         async def generate(self, prompt, **kwargs):
             self.kwargs = kwargs
-            return [f"{prompt}-{i}.png" for i in range(kwargs["num_images"])] if kwargs["num_images"] > 1 else "one.png"
+            images = [f"{prompt}{i}".encode() for i in range(kwargs["num_images"])]
+            return images if kwargs["num_images"] > 1 else images[0]
 
     client = Client()
-    request = media_request(client, tmp_path)
-    assert await request(ImageLine(id="1", prompt="fox")) == {"output": ["one.png"]}
-    assert await request(ImageLine(id="2", prompt="fox", num_images=2, seed=5)) == {"output": ["fox-0.png", "fox-1.png"]}
-    assert client.kwargs == {"format": "path", "output_dir": tmp_path, "num_images": 2, "seed": 5}
+    request = media_request(client, "image", Folder(tmp_path / "files"))
+    assert await request(ImageLine(id="1", prompt="fox")) == {"output": [str(tmp_path / "files" / "1-0.png")]}
+    two = await request(ImageLine(id="a/b", prompt="fox", num_images=2, seed=5))
+    assert [Path(p).name for p in two["output"]] == ["a_b-c14cddc0-0.png", "a_b-c14cddc0-1.png"]
+    assert [Path(p).read_bytes() for p in two["output"]] == [b"fox0", b"fox1"]
+    assert client.kwargs == {"format": "bytes", "num_images": 2, "seed": 5}
 
 
 async def test_at_most_concurrency_requests_are_in_flight(tmp_path):

@@ -31,7 +31,8 @@ SUBCOMMANDS = {
     "chat": ["Stream the answer to PROMPT", "one stdin line per turn", "--served", "--system", "--option"],
     "image": ["Generate images", "path of each PNG", "--size", "--steps", "--output-dir", "--served"],
     "audio": ["Generate audio", "path of each WAV", "--duration", "--output-dir"],
-    "batch": ["One request per input line", "resumes", "--input", "--output", "--option", "--concurrency"],
+    "batch": ["One request per input line", "rerun skips", "--input", "--output", "--option", "--concurrency",
+              "--replicas", "auto", "--ray-data", "Parquet"],
     "status": ["GPUs", "in-process model", "Serve apps", "--json"],
     "unload": ["model string", "all models when left out", "--grace"],
 }
@@ -40,7 +41,7 @@ SUMMARIES = {
     "chat": "chat with a model: one prompt, or a conversation on stdin",
     "image": "generate images into a folder",
     "audio": "generate audio clips into a folder",
-    "batch": "run a JSONL file of requests; resumable",
+    "batch": "run a file or dataset of requests; resumable",
     "status": "GPUs, placed models, memory reserved vs used, and why",
     "unload": "unload in-process models, giving their GPU shares back",
 }

@@ -1,0 +1,26 @@
+"""A backend for a model hosted in this very process: a Ray Data worker that holds its own engine.
+
+No actor hop and no retries: the engine runs here, so there is nothing to lose on the way, and a request fails
+only as the engine fails it. The host's ``HostCore`` is not in between either: the caller (a dataset's batch)
+bounds its own concurrency.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from ..hosts.model import HostedModel
+from ..models.modality import Item, Request, Result
+
+
+class HostedBackend:
+    """``Backend`` over a ``HostedModel`` loaded in this process."""
+
+    def __init__(self, hosted: HostedModel) -> None:
+        self.hosted = hosted
+
+    async def call(self, request: Request) -> Result:
+        return await self.hosted.run(request)
+
+    def stream(self, request: Request) -> AsyncIterator[Item]:
+        return self.hosted.stream(request)
