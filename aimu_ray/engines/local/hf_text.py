@@ -276,9 +276,9 @@ def generation_settings(defaults: GenerationConfig, params: dict[str, Any]) -> t
         raise ValueError(f"Generation parameter(s) {', '.join(fixed)} are not supported by the in-process HF "
                          "engine: it returns one streamed answer per request.")
     settings = copy.deepcopy(defaults)
+    if not params.get("do_sample", settings.do_sample):      # greedy: cleared in the same update, which validates
+        params.update(dict.fromkeys(_SAMPLING_ONLY))         # (sampling-only values beside do_sample=False warn)
     settings.update(**params)
-    if not settings.do_sample:
-        settings.update(**dict.fromkeys(_SAMPLING_ONLY))
     return settings, template_kwargs
 
 
