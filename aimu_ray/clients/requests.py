@@ -16,6 +16,7 @@ from ..models.limits import current_limits
 from ..models.media import AudioRequest, ImageRequest
 from ..models.messages import assistant_message, recorded_calls, strip_inert_keys, tool_specs
 from ..models.model_string import ResolvedModel, resolve_model
+from ..models.structured import ResponseSchema, enforced, json_schema_instruction, response_schema
 from ..models.thinking import resolve_thinking
 from ..models.wire import ChatRequest, ChatResult, Endpoint
 
@@ -40,7 +41,7 @@ def advertised_tools(model: ResolvedModel, tools: list, use_tools: bool) -> list
 def chat_request(model: ResolvedModel, endpoint: Endpoint, messages: list[dict], *, warn: Callable[[str], None],
                  default_generate_kwargs: dict | None = None, generate_kwargs: dict | None = None, thinking=None,
                  tools: list[dict] | None = None, stream: bool = False,
-                 keep_alive: float | None = None) -> ChatRequest:
+                 keep_alive: float | None = None, response_schema: ResponseSchema | None = None) -> ChatRequest:
     """One chat request in the provider's terms, checked against the limits; nothing is sent.
 
     ``warn`` is told what the model cannot honour (a dropped kwarg, thinking it does not do); ``keep_alive`` is
@@ -56,7 +57,31 @@ def chat_request(model: ResolvedModel, endpoint: Endpoint, messages: list[dict],
     messages = strip_inert_keys(messages)
     current_limits().check_chat(messages, tools, prepared.params)
     return ChatRequest(provider=model.provider, model=model.model_id, endpoint=endpoint, messages=messages,
-                       tools=tools, params=prepared.params, parse_think_tags=model.caps.thinking, stream=stream)
+                       tools=tools, params=prepared.params, parse_think_tags=model.caps.thinking, stream=stream,
+                       response_schema=response_schema)
+
+
+@dataclass(frozen=True)
+class StructuredAsk:
+    """How a ``schema=`` goes out: natively with the request (``native``), or as ``suffix`` to the user turn."""
+
+    native: ResponseSchema | None
+    suffix: str
+
+
+def structured_ask(model: ResolvedModel, schema: type | None, tools: list[dict]) -> StructuredAsk | None:
+    """aimu's rules: native where the model or engine holds to a schema, prompt-and-parse elsewhere; Anthropic
+    holds to it with a forced tool, so a schema there cannot go with tools of the caller's."""
+    if schema is None:
+        return None
+    asked = response_schema(schema)
+    if not enforced(model.provider, model.caps):
+        return StructuredAsk(None, "\n\n" + json_schema_instruction(asked.json_schema))
+    if model.provider == "anthropic" and tools:
+        raise ValueError("schema= on Anthropic is answered through a forced tool, which cannot go with action tools. "
+                         "Drop tools (or use_tools=False), or use a provider whose response_format goes beside "
+                         "tools.")
+    return StructuredAsk(asked, "")
 
 
 @dataclass(frozen=True)

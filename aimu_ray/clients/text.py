@@ -15,11 +15,12 @@ from ..models.load import ModelLoad, load_for
 from ..models.messages import stamp
 from ..models.messages import user_message as user_turn
 from ..models.model_string import ResolvedModel, resolve_model
+from ..models.structured import parse_json_response
 from ..models.stream import StreamChunk, StreamingContentType, resolve_include
 from ..models.thinking import validate_thinking
 from ..models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint
 from .endpoints import build_endpoint
-from .requests import advertised_tools, chat_request, fold, served_model
+from .requests import StructuredAsk, advertised_tools, chat_request, fold, served_model, structured_ask
 
 logger = logging.getLogger("aimu_ray")
 
@@ -79,6 +80,7 @@ class AsyncTextClient:
         self.last_stop_reason: str | None = None
         self.last_request: dict | None = None
         self.last_tool_calls: list[dict] = []
+        self.last_structured = None
 
     @property
     def system_message(self) -> str | None:
@@ -138,35 +140,41 @@ class AsyncTextClient:
 
     async def chat(self, user_message: str | None = None, generate_kwargs: dict | None = None,
                    use_tools: bool = True, stream: bool = False, images: list | None = None,
-                   include: Iterable | None = None, tools: list | None = None, thinking=None):
-        """Append the user turn (if any), make one request, append the answer; tools are recorded, not run."""
+                   include: Iterable | None = None, tools: list | None = None, thinking=None, schema=None):
+        """Append the user turn (if any), make one request, append the answer; tools are recorded, not run.
+        With ``schema`` (a dataclass type or pydantic model) the answer is that object (``last_structured``)."""
         self.last_request, self.last_tool_calls = None, []
         validate_thinking(thinking)
         phases = resolve_include(include)
         self._require_vision(images)
         advertised = advertised_tools(self.model, self.tools if tools is None else tools, use_tools)
+        ask = structured_ask(self.model, schema, advertised)
         turns = []                   # joined to the conversation once the request is built: a refused one adds nothing
         if user_message is not None:
             if not self.messages and self._system_message:
                 turns.append(stamp({"role": "system", "content": self._system_message}))
-            turns.append(stamp(user_turn(user_message, images)))
-        request = self._request([*self.messages, *turns], generate_kwargs, thinking, advertised, stream)
+            turns.append(stamp(user_turn(user_message + (ask.suffix if ask else ""), images)))
+        elif ask and ask.suffix:
+            raise ValueError(f"schema= on {self.model} asks for JSON in the user turn: give a user message.")
+        request = self._request([*self.messages, *turns], generate_kwargs, thinking, advertised, stream, ask)
         self.messages.extend(turns)
         if stream:
-            return self._stream(request, phases, record=True)
-        return self._fold(await self._send(request), record=True)
+            return self._stream(request, phases, record=True, schema=schema)
+        return self._answer(self._fold(await self._send(request), record=True), schema)
 
     async def generate(self, prompt: str, generate_kwargs: dict | None = None, stream: bool = False,
-                       images: list | None = None, include: Iterable | None = None, thinking=None):
+                       images: list | None = None, include: Iterable | None = None, thinking=None, schema=None):
         """A stateless one-off request: ``messages`` is not touched."""
         self.last_request, self.last_tool_calls = None, []
         validate_thinking(thinking)
         phases = resolve_include(include)
         self._require_vision(images)
-        request = self._request([user_turn(prompt, images)], generate_kwargs, thinking, [], stream)
+        ask = structured_ask(self.model, schema, [])
+        request = self._request([user_turn(prompt + (ask.suffix if ask else ""), images)], generate_kwargs,
+                                thinking, [], stream, ask)
         if stream:
-            return self._stream(request, phases, record=False)
-        return self._fold(await self._send(request), record=False)
+            return self._stream(request, phases, record=False, schema=schema)
+        return self._answer(self._fold(await self._send(request), record=False), schema)
 
     def _require_vision(self, images: list | None) -> None:
         if images and not self.model.caps.vision:
@@ -174,11 +182,11 @@ class AsyncTextClient:
                              f"('{self.model.provider}:{self.model.model_id};vision').")
 
     def _request(self, messages: list[dict], generate_kwargs: dict | None, thinking, tools: list[dict],
-                 stream: bool) -> ChatRequest:
+                 stream: bool, ask: StructuredAsk | None = None) -> ChatRequest:
         request = chat_request(self.model, self.endpoint, messages, warn=self._warn_once,
                                default_generate_kwargs=self.default_generate_kwargs,
                                generate_kwargs=generate_kwargs, thinking=thinking, tools=tools, stream=stream,
-                               keep_alive=self._keep_alive)
+                               keep_alive=self._keep_alive, response_schema=ask.native if ask else None)
         self.last_request = {"model": request.model, "messages": request.messages, "tools": request.tools,
                              **request.params}
         return request
@@ -196,14 +204,25 @@ class AsyncTextClient:
             self._backend = backend_for(self._load)
         return self._backend
 
-    async def _stream(self, request: ChatRequest, phases, *, record: bool) -> AsyncIterator[StreamChunk]:
+    async def _stream(self, request: ChatRequest, phases, *, record: bool, schema=None) -> AsyncIterator[StreamChunk]:
+        """The chunks ``include`` selects; with ``schema``, then always aimu's ``DONE`` chunk ``{"result": obj}``."""
+        text = ""
         async for item in self._get_backend().stream(request):
             if isinstance(item, ChatDelta):
                 phase = StreamingContentType(item.phase)
                 if phases is None or phase in phases:
                     yield StreamChunk(phase, item.text)
             else:
-                self._fold(item, record=record)
+                text = self._fold(item, record=record)
+        if schema is not None:
+            yield StreamChunk(StreamingContentType.DONE, {"result": self._answer(text, schema)})
+
+    def _answer(self, text: str, schema):
+        """The answer as the caller asked for it: the text, or the object of ``schema`` (``last_structured``)."""
+        if schema is None:
+            return text
+        self.last_structured = parse_json_response(text, schema)
+        return self.last_structured
 
     def _fold(self, result: ChatResult, *, record: bool) -> str:
         """Fold an answer into state: aimu's last_* always, the assistant turn only for chat()."""

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from .structured import ResponseSchema
+
 
 class Endpoint(BaseModel):
     """How to reach a remote provider. The key is a SecretStr so it never prints."""
@@ -59,6 +61,7 @@ class ChatRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     parse_think_tags: bool = False
     stream: bool = False
+    response_schema: ResponseSchema | None = None   # schema=, sent natively (the engine holds the answer to it)
 
 
 class ChatDelta(BaseModel):

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Hashable
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ...models.errors import ModelError
+from .grammar import GrammarMask
 
 logger = logging.getLogger("aimu_ray")
 _END = object()
@@ -42,16 +43,18 @@ class Row:
 
     ``key``: rows with equal keys may share a forward pass. ``settings``: the row's GenerationConfig.
     ``extra``: model inputs beyond the prompt ids (an image's pixel values); a row that has them must
-    have a key of its own, since only the first row's extras reach ``generate``.
+    have a key of its own, since only the first row's extras reach ``generate``. ``grammar``: the compiled
+    grammar its tokens must follow (``schema=``); rows of one key share it.
     """
 
     def __init__(self, input_ids: list[int], max_new_tokens: int, settings: GenerationConfig, key: Hashable,
-                 extra: dict[str, Any] | None = None):
+                 extra: dict[str, Any] | None = None, grammar: Any = None):
         self.input_ids = input_ids
         self.max_new_tokens = max_new_tokens
         self.settings = settings
         self.key = key
         self.extra = extra or {}
+        self.grammar = grammar
         self.generated = 0
         self.cancelled = False                 # the consumer stopped listening
         self._ended = False
@@ -209,7 +212,9 @@ def generate_rows(model: Any, rows: list[Row]) -> None:
             streamer.put(step)
         return
     stop = StoppingCriteriaList([_RowLimits(rows, input_ids.shape[1])])
-    model.generate(**inputs, generation_config=config, streamer=streamer, stopping_criteria=stop)
+    masks = LogitsProcessorList([GrammarMask(rows, input_ids.shape[1])] if rows[0].grammar is not None else [])
+    model.generate(**inputs, generation_config=config, streamer=streamer, stopping_criteria=stop,
+                   logits_processor=masks)
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,6 +42,7 @@ from ...models.load import ModelLoad, Target
 from ...models.thinking import THINK_OPEN
 from ...models.wire import ChatDelta, ChatRequest, ChatResult, Usage
 from .batching import BatchStats, DynamicBatcher, Row, generate_rows
+from .grammar import SchemaGrammars
 from ..reply import ReplyBuilder
 from ..tool_formats import ToolCallStream
 
@@ -75,6 +76,7 @@ class HFTextEngine:
         self._defaults = _generation_defaults(self._model.generation_config, self._tokenizer)
         self._context = _context_limit(self._model.config, load.options.get("context_tokens"))
         self._longest_token = longest_token_bytes(self._tokenizer)
+        self._grammars = SchemaGrammars(self._tokenizer, self._model.get_output_embeddings().weight.shape[0])
         self._batcher = DynamicBatcher(self._generate, load.options.get("max_batch_size") or DEFAULT_MAX_BATCH_SIZE,
                                        name=f"generate {self._label}",
                                        wait_s=load.options.get("batch_wait_timeout_s", DEFAULT_BATCH_WAIT_S))
@@ -94,7 +96,7 @@ class HFTextEngine:
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
         """Deltas as the model makes tokens, then the ``ChatResult``; closing early frees the row's batch slot."""
         prompt = await asyncio.to_thread(self._prepare, request)
-        row = Row(prompt.input_ids, prompt.max_new_tokens, prompt.settings, prompt.key, prompt.extra)
+        row = Row(prompt.input_ids, prompt.max_new_tokens, prompt.settings, prompt.key, prompt.extra, prompt.grammar)
         reply = ReplyBuilder(request.parse_think_tags, start_inside=prompt.opens_thinking,
                              text_tool_calls=ToolCallStream() if request.tools else None)
         text = IncrementalDecoder(self._tokenizer)
@@ -133,9 +135,19 @@ class HFTextEngine:
         input_ids, extra = self._encode(text, images)
         if self._context and len(input_ids) > self._context:
             raise self._overflow(str(len(input_ids)))
+        grammar, schema_key = self._grammar(request, settings)
         return _Prompt(input_ids=input_ids, extra=extra, opens_thinking=text.rstrip().endswith(THINK_OPEN),
                        settings=settings, max_new_tokens=self._budget(settings, len(input_ids)),
-                       key=object() if extra else batch_key(settings))
+                       key=object() if extra else (batch_key(settings), schema_key), grammar=grammar)
+
+    def _grammar(self, request: ChatRequest, settings: GenerationConfig) -> tuple[Any, str | None]:
+        """The compiled grammar of the request's schema (and the key rows sharing it batch by), or none."""
+        if request.response_schema is None:
+            return None, None
+        if (settings.num_beams or 1) > 1:
+            raise ValueError("schema= generates one answer token by token under its grammar: num_beams must be 1.")
+        schema = request.response_schema.json_schema
+        return self._grammars.compiled(schema), json.dumps(schema, sort_keys=True)
 
     def _overflow(self, tokens: str) -> ContextOverflowError:
         return ContextOverflowError(f"The prompt is {tokens} tokens but {self._label} takes at most {self._context}: "
@@ -184,6 +196,7 @@ class _Prompt:
     settings: GenerationConfig
     max_new_tokens: int
     key: Hashable
+    grammar: Any = None
 
 
 def model_kwargs(explicit: dict[str, Any] | None, target: Target) -> dict[str, Any]:

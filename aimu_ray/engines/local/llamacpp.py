@@ -79,7 +79,8 @@ class LlamaCppEngine:
             self._llm.reset()
         try:
             reply = self._llm.create_chat_completion(**request.params, messages=messages,
-                                                     tools=request.tools or None, stream=stream)
+                                                     tools=request.tools or None, stream=stream,
+                                                     response_format=_grammar(request))
             yield from (reply if stream else [reply])
         except ValueError as error:                    # the exact count, template and tools included
             if _OVERFLOW_MARK not in str(error):
@@ -88,6 +89,13 @@ class LlamaCppEngine:
 
     def _in_worker(self, call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._worker, call, *args)
+
+
+def _grammar(request: ChatRequest) -> dict | None:
+    """``schema=`` as llama.cpp holds to it: a grammar built from the JSON Schema, so the answer parses."""
+    if request.response_schema is None:
+        return None
+    return {"type": "json_object", "schema": request.response_schema.json_schema}
 
 
 def llama_kwargs(target: Target, *, model_path: str | None = None, n_ctx: int = 4096, n_gpu_layers: int | None = None,

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, AsyncIterator, Awaitable, ClassVar, TypeVar
 
 from ...models.providers import PROVIDERS
+from ...models.structured import ResponseSchema
 from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint
 from .errors import translate
 from ..base import stream_with_retries, with_retries
@@ -72,7 +73,13 @@ class RemoteEngine(ABC):
         kwargs = {**request.params, "model": request.model, **self._conversation(request.messages)}
         if request.tools:
             kwargs["tools"] = self._tools(request.tools)
+        if request.response_schema is not None:
+            self._hold_to(request.response_schema, kwargs)
         return kwargs
+
+    @abstractmethod
+    def _hold_to(self, schema: ResponseSchema, kwargs: dict[str, Any]) -> None:
+        """Ask the provider, in its own terms, for an answer that is a JSON object of ``schema``."""
 
     @abstractmethod
     def _conversation(self, messages: list[dict]) -> dict[str, Any]:

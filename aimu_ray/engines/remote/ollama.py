@@ -7,6 +7,7 @@ from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 from ...adapters.ollama import ollama_messages
+from ...models.structured import ResponseSchema
 from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, Usage
 from .base import RemoteEngine, import_sdk, secret
 from ..reply import ReplyBuilder
@@ -32,6 +33,9 @@ class OllamaEngine(RemoteEngine):
 
     def _conversation(self, messages: list[dict]) -> dict[str, Any]:
         return {"messages": ollama_messages(messages)}
+
+    def _hold_to(self, schema: ResponseSchema, kwargs: dict[str, Any]) -> None:
+        kwargs["format"] = schema.json_schema
 
     async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:
         response = await self._client.chat(**{**kwargs, "stream": False})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 from ...adapters.openai import openai_messages
+from ...models.structured import ResponseSchema
 from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, Usage
 from .errors import json_answer, malformed_reply
 from .base import RemoteEngine, import_sdk, sdk_client_options
@@ -24,6 +25,10 @@ class OpenAICompatEngine(RemoteEngine):
 
     def _conversation(self, messages: list[dict]) -> dict[str, Any]:
         return {"messages": openai_messages(messages)}
+
+    def _hold_to(self, schema: ResponseSchema, kwargs: dict[str, Any]) -> None:
+        kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": schema.name, "schema": schema.json_schema, "strict": False}}
 
     async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:
         response = json_answer(await self._client.chat.completions.create(**kwargs), request)

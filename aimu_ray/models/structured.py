@@ -1,0 +1,82 @@
+"""Structured output (``schema=``) as aimu defines it: a dataclass type or a pydantic v2 model becomes a JSON
+Schema, sent natively where the wire enforces one, asked for in the prompt otherwise; the answer is parsed by
+aimu's three strategies and validated into the schema.
+
+Native means the provider or engine holds the answer to the schema: OpenAI-compatible ``response_format``,
+Ollama ``format``, Anthropic's forced tool (aimu's rule: models flagged ``structured``), and, beyond aimu,
+the in-process engines: llama.cpp and HF text generate under a grammar built from the schema, so their answer is
+valid by construction. Everything else takes the prompt-and-parse path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from .capabilities import ModelCaps
+
+GRAMMAR_PROVIDERS = frozenset({"hf", "llamacpp"})   # in-process engines that constrain decoding to the schema
+_FENCED = re.compile(r"```(?:json)?\s*([\s\S]*?)```")
+
+
+class ResponseSchema(BaseModel):
+    """What a request carries of a ``schema=``: its name (providers that need one) and its JSON Schema."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    json_schema: dict[str, Any]
+
+
+def response_schema(schema: type) -> ResponseSchema:
+    """The JSON Schema of ``schema``; a TypeError for anything but a dataclass type or a pydantic model."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        json_schema = schema.model_json_schema()
+    elif isinstance(schema, type) and dataclasses.is_dataclass(schema):
+        json_schema = TypeAdapter(schema).json_schema()
+    else:
+        raise TypeError(f"schema must be a dataclass type or Pydantic BaseModel subclass, got {type(schema).__name__}")
+    return ResponseSchema(name=getattr(schema, "__name__", "Response"), json_schema=json_schema)
+
+
+def enforced(provider: str, caps: ModelCaps) -> bool:
+    """Whether a request to this model gets the schema natively (else the prompt asks for it)."""
+    return caps.structured or provider in GRAMMAR_PROVIDERS
+
+
+def json_schema_instruction(json_schema: dict) -> str:
+    """aimu's prompt suffix on the parse path: a best-effort nudge, not a guarantee."""
+    return ("Respond with ONLY a JSON object matching this JSON Schema. "
+            "Do not include any prose, explanation, or markdown code fences.\n\n"
+            f"{json.dumps(json_schema)}")
+
+
+def parse_json_response(text: str, schema: type | None = None) -> Any:
+    """JSON out of a model's answer: the whole text, else the first fenced block, else the first ``{`` to the last
+    ``}``; validated into ``schema`` when given. A ValueError when no strategy finds JSON or it does not fit."""
+    parsed = _first_json(text)
+    if parsed is None:
+        raise ValueError(f"Could not parse JSON from response: {text[:200]!r}")
+    if schema is None:
+        return parsed
+    response_schema(schema)                            # the same TypeError as a request's
+    return TypeAdapter(schema).validate_python(parsed)
+
+
+def _first_json(text: str) -> Any:
+    candidates = [text.strip()]
+    if match := _FENCED.search(text):
+        candidates.append(match.group(1).strip())
+    start, end = text.find("{"), text.rfind("}")
+    if start != -1 and end > start:
+        candidates.append(text[start:end + 1])
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    return None
