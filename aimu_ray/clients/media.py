@@ -36,7 +36,9 @@ class _AsyncMediaClient:
         if not model:
             raise ValueError(f"No model given and {self.env_var} is not set: pass model='hf:<repo or folder>'.")
         ref = parse_model_string(model)
-        if ref.provider not in self.providers or ref.base_url or ref.flags:
+        if ref.provider not in self.providers:             # aimu's words, then ours
+            raise ValueError(f"Unknown {self.task} provider {ref.provider!r}. Available: {sorted(self.providers)}")
+        if ref.base_url or ref.flags:
             forms = " or ".join(f"'{provider}:<id>'" for provider in self.providers)
             raise ValueError(f"{self.task.capitalize()} models are {forms} strings (no @url or ;flags), got {model!r}.")
         self.provider, self.model_id = ref.provider, ref.model_id

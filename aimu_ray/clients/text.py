@@ -81,6 +81,7 @@ class AsyncTextClient:
         self.last_request: dict | None = None
         self.last_tool_calls: list[dict] = []
         self.last_structured = None
+        self.last_output_truncated = False       # a plain attribute, as in aimu: callers may reset it
 
     @property
     def system_message(self) -> str | None:
@@ -98,11 +99,7 @@ class AsyncTextClient:
         elif value is not None and has_system:
             self.messages[0]["content"] = value
         elif value is not None:
-            self.messages.insert(0, stamp({"role": "system", "content": value}))
-
-    @property
-    def last_output_truncated(self) -> bool:
-        return self.last_stop_reason in TRUNCATED_STOP_REASONS
+            self.messages.insert(0, {"role": "system", "content": value})     # as aimu inserts it: no timestamp
 
     @property
     def is_thinking_model(self) -> bool:
@@ -228,6 +225,7 @@ class AsyncTextClient:
         """Fold an answer into state: aimu's last_* always, the assistant turn only for chat()."""
         answer = fold(result, self.model)
         self.last_thinking, self.last_usage, self.last_stop_reason = answer.thinking, answer.usage, answer.stop_reason
+        self.last_output_truncated = answer.stop_reason in TRUNCATED_STOP_REASONS
         self.last_tool_calls = answer.tool_calls
         if record:
             self.messages.append(answer.message)

@@ -32,6 +32,54 @@ class ResolvedModel:
     def provider(self) -> str:
         return self.spec.key
 
+    # aimu's read surface of ``client.model`` (an enum member there, or an AdHocModel for an id it does not list)
+
+    @property
+    def value(self) -> str:
+        """The provider's wire id."""
+        return self.model_id
+
+    @property
+    def name(self) -> str:
+        """As aimu names a model outside its enums: by its id."""
+        return self.model_id
+
+    @property
+    def supports_tools(self) -> bool:
+        return self.caps.tools
+
+    @property
+    def supports_thinking(self) -> bool:
+        return self.caps.thinking
+
+    @property
+    def supports_vision(self) -> bool:
+        return self.caps.vision
+
+    @property
+    def supports_audio(self) -> bool:
+        return self.caps.audio
+
+    @property
+    def supports_structured_output(self) -> bool:
+        return self.caps.structured
+
+    @property
+    def generation_kwargs(self) -> dict:
+        return dict(self.caps.generation_kwargs)
+
+    @property
+    def nonthinking_generation_kwargs(self) -> dict:
+        return dict(self.caps.nonthinking_generation_kwargs)
+
+    @property
+    def thinking_levels(self) -> tuple[str, ...]:
+        return self.caps.thinking_levels
+
+    @property
+    def thinking_optional(self) -> bool:
+        return self.caps.thinking_optional
+
     def __str__(self) -> str:
         return f"{self.provider}:{self.model_id}" + (f"@{self.base_url}" if self.base_url else "")
 

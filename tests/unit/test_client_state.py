@@ -370,3 +370,22 @@ def test_sync_client_drives_the_async_one_and_shares_state():
     assert len(c.messages) == 5 and c.aio.messages is c.messages
     c.default_generate_kwargs = {"seed": 7}
     assert c.aio.default_generate_kwargs == {"seed": 7}
+
+
+def test_client_model_reads_as_aimus_model_does():
+    model = aio.client("anthropic:claude-sonnet-4-6", api_key="sk-ant-x").model
+    assert (model.value, model.name) == ("claude-sonnet-4-6", "claude-sonnet-4-6")
+    assert model.supports_tools and model.supports_thinking and model.supports_structured_output
+    local = aio.client("vllm:m@http://h:1/v1;tools").model
+    assert local.supports_tools and not local.supports_vision and not local.supports_audio
+    assert isinstance(local.generation_kwargs, dict) and isinstance(local.thinking_levels, tuple)
+
+
+async def test_a_system_message_set_mid_conversation_is_inserted_as_aimu_does():
+    client, _ = make("vllm:m", ChatResult(content="a", stop_reason="length"))
+    await client.chat("hi")
+    assert client.last_output_truncated is True
+    client.last_output_truncated = False                 # a plain attribute in aimu: callers reset it
+    assert client.last_output_truncated is False
+    client.system_message = "Be brief."
+    assert client.messages[0] == {"role": "system", "content": "Be brief."}

@@ -70,9 +70,11 @@ def test_image_model_strings_are_hf_or_gemini(model):
         aio.image_client(model)
 
 
-def test_audio_models_are_hf_only():
-    with pytest.raises(ValueError, match="'hf:<id>'"):
+def test_audio_models_are_hf_only_with_aimus_words():
+    with pytest.raises(ValueError, match=r"Unknown audio provider 'gemini'. Available: \['hf'\]"):
         aio.audio_client("gemini:lyria")
+    with pytest.raises(ValueError, match="'hf:<id>'"):
+        aio.audio_client("hf:x@http://h:1")
 
 
 def test_gemini_images_need_a_key_from_the_env_or_model_kwargs(monkeypatch):
