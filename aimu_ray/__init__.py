@@ -12,18 +12,20 @@ from . import aio
 from .models.errors import (ConnectionDroppedError, ContextOverflowError, LimitExceededError, MissingAPIKeyError,
                             ModelBusyError, ModelConnectionError, ModelError, ModelLoadError, ModelLoadingError,
                             ModelRefusalError, ModelTimeoutError, ModelUnloadedError, ProviderError,
-                            ProviderResponseError, RateLimitError, RegistryUnavailableError)
+                            ProviderResponseError, RateLimitError, RegistryUnavailableError, ToolArgumentError,
+                            ToolSignatureError)
 from .models.limits import Limits, set_limits
 from .models.stream import StreamChunk, StreamingContentType
-from .models.tools import tool
+from .models.tools import coerce_tool_arguments, tool
 from .clients.sync import AudioClient, ImageClient, TextClient, iterate, run, sync_twin
 
 __all__ = [
     "ConnectionDroppedError", "ContextOverflowError", "LimitExceededError", "Limits", "MissingAPIKeyError",
     "ModelBusyError", "ModelConnectionError", "ModelError", "ModelLoadError", "ModelLoadingError", "ModelRefusalError",
     "ModelTimeoutError", "ModelUnloadedError", "ProviderError", "ProviderResponseError", "RateLimitError",
-    "RegistryUnavailableError", "StreamChunk", "StreamingContentType", "AudioClient", "ImageClient", "TextClient", "aio",
-    "audio_client", "chat", "client", "connect", "evictions", "generate_audio", "generate_image", "image_client", "init",
+    "RegistryUnavailableError", "StreamChunk", "StreamingContentType", "ToolArgumentError", "ToolSignatureError",
+    "AudioClient", "ImageClient", "TextClient", "aio", "audio_client", "chat", "client", "coerce_tool_arguments",
+    "connect", "evictions", "generate_audio", "generate_image", "image_client", "init",
     "placements", "set_gpu_memory_utilization", "set_limits", "shutdown", "tool", "unload",
 ]
 

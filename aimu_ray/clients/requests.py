@@ -55,7 +55,8 @@ def chat_request(model: ResolvedModel, endpoint: Endpoint, messages: list[dict],
     if model.provider == "ollama":
         prepared.params["keep_alive"] = OLLAMA_KEEP_ALIVE_S if keep_alive is None else keep_alive
     messages = strip_inert_keys(messages)
-    current_limits().check_chat(messages, tools, prepared.params)
+    measured = {**prepared.params, "schema": response_schema.json_schema} if response_schema else prepared.params
+    current_limits().check_chat(messages, tools, measured)
     return ChatRequest(provider=model.provider, model=model.model_id, endpoint=endpoint, messages=messages,
                        tools=tools, params=prepared.params, parse_think_tags=model.caps.thinking, stream=stream,
                        response_schema=response_schema)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..clients.requests import Answer, advertised_tools, chat_request
 from ..models.model_string import ResolvedModel
+from ..models.structured import ResponseSchema
 from ..models.wire import ChatDelta, ChatRequest, Endpoint
 
 
@@ -112,6 +113,36 @@ class StreamOptions(Body):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(Body):
+    """OpenAI's ``response_format.json_schema``: a named JSON Schema."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field("response", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    json_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Body):
+    """``text``, ``json_object`` (any JSON object) or ``json_schema`` (an object of that schema)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema goes with type 'json_schema', and only with it")
+        return self
+
+    def response_schema(self) -> ResponseSchema | None:
+        """What every served text model holds its answer to: remote ones upstream, in-process ones by grammar."""
+        if self.type == "json_schema":
+            return ResponseSchema(name=self.json_schema.name, json_schema=self.json_schema.json_schema)
+        return ResponseSchema(name="json_object", json_schema={"type": "object"}) if self.type == "json_object" else None
+
+
 class ChatCompletionRequest(Body):
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
@@ -128,6 +159,7 @@ class ChatCompletionRequest(Body):
     tools: list[ToolDef] | None = None
     tool_choice: Literal["none", "auto"] | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    response_format: ResponseFormat | None = None
     n: Literal[1] = 1
     user: str | None = None
 
@@ -156,9 +188,14 @@ class ChatCompletionRequest(Body):
     def as_request(self, model: ResolvedModel, warn: Callable[[str], None]) -> ChatRequest:
         """This body as the request for a served ``model``; the server owns the endpoint."""
         use_tools = self.tool_choice != "none"
+        tools = advertised_tools(model, self.tool_dicts(), use_tools)
+        schema = self.response_format.response_schema() if self.response_format else None
+        if schema is not None and model.provider == "anthropic" and tools:
+            raise ValueError("response_format on an Anthropic model is answered through a forced tool, which cannot "
+                             "go with tools: drop one of the two.")
         return chat_request(model, Endpoint(), [message.as_aimu() for message in self.messages], warn=warn,
-                            generate_kwargs=self.generate_kwargs(), thinking=self.thinking(),
-                            tools=advertised_tools(model, self.tool_dicts(), use_tools), stream=self.stream)
+                            generate_kwargs=self.generate_kwargs(), thinking=self.thinking(), tools=tools,
+                            stream=self.stream, response_schema=schema)
 
 
 SIZE = r"^(auto|[1-9][0-9]{1,3}x[1-9][0-9]{1,3})$"

@@ -93,9 +93,10 @@ def capabilities(provider: str, model_id: str, flags: tuple[str, ...] = ()) -> M
 
 
 def passthrough_caps(caps: ModelCaps) -> ModelCaps:
-    """What a served remote model takes (over HTTP, through ``connect``): tools, images and thinking, as asked;
-    its upstream judges them.
+    """What a served remote model takes (over HTTP, through ``connect``): tools, images, thinking and a response
+    schema, as asked; its upstream judges them.
 
     ``thinking`` keeps the model's own value, so a request that asks nothing sends what aimu would (nothing for an
     OpenAI-compatible server) and ``<think>`` parsing is unchanged; a level goes out even where none is known."""
-    return replace(caps, tools=True, vision=True, thinking_levels=caps.thinking_levels or LEVELS, passthrough=True)
+    return replace(caps, tools=True, vision=True, structured=True, thinking_levels=caps.thinking_levels or LEVELS,
+                   passthrough=True)

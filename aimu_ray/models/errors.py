@@ -124,6 +124,24 @@ class LimitExceededError(ValueError):
         return (self.__class__, (str(self), self.limit, self.status_code))
 
 
+class ToolSignatureError(TypeError):
+    """``@tool`` cannot describe this function to a model: a ``*args``/``**kwargs`` parameter (JSON Schema has no
+    way to say "any number of these"), or one with neither a type hint nor a default (nothing says what the model
+    should send). Raised when the function is decorated, so a bad tool fails at import, not mid-conversation.
+
+    A ``TypeError``, as in aimu (``aimu.tools.ToolSignatureError``): the function's signature is what is wrong.
+    """
+
+
+class ToolArgumentError(ValueError):
+    """The arguments a model sent for a tool call do not fit the tool: an unknown name, a required one missing, or
+    a value that cannot be coerced to its hint (``coerce_tool_arguments``).
+
+    A ``ValueError``, as in aimu (``aimu.tools.ToolArgumentError``), whose agents catch it and hand the message back
+    to the model as the tool's result, so the model can correct the call. The message is the whole story.
+    """
+
+
 def redact(text: str, *secrets: str | None) -> str:
     """Replace every occurrence of each secret in ``text`` (provider messages may echo keys)."""
     for secret in secrets:

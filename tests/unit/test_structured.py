@@ -182,7 +182,7 @@ async def test_hf_generates_under_the_schema_as_a_grammar_beside_free_rows(smoll
     def client():
         return aio.client(f"hf:{smollm2_hf_folder}", backend=Engine(smollm2_hf))
 
-    greedy, sampled = {"max_tokens": 48, "do_sample": False}, {"max_tokens": 48, "do_sample": True, "temperature": 0.7}
+    greedy, sampled = {"max_tokens": 128, "do_sample": False}, {"max_tokens": 128, "do_sample": True, "temperature": 0.7}
     prompts = ["Tell me about Paris.", "Tell me about Oslo.", "Tell me about Lima."]
     clients = [client() for _ in range(5)]
     answers = await asyncio.gather(*(c.generate(p, generate_kwargs=greedy, schema=City)

@@ -24,9 +24,14 @@ class SchemaGrammars:
         self._compiled: dict[str, Any] = {}
 
     def compiled(self, json_schema: dict) -> Any:
+        """The schema's grammar; a schema xgrammar cannot compile is the caller's mistake (a ValueError)."""
         text = json.dumps(json_schema, sort_keys=True)
         if text not in self._compiled:
-            self._compiled[text] = self._grammar_compiler().compile_json_schema(text)
+            compiler = self._grammar_compiler()
+            try:
+                self._compiled[text] = compiler.compile_json_schema(text, any_whitespace=False)
+            except Exception as error:      # noqa: BLE001 -- xgrammar raises RuntimeError from C++ for bad schemas
+                raise ValueError(f"schema= cannot be compiled to a grammar: {error}") from None
         return self._compiled[text]
 
     def _grammar_compiler(self) -> Any:

@@ -9,6 +9,7 @@ last. The event loop stays free meanwhile: chunks are pulled from the worker one
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
@@ -80,7 +81,7 @@ class LlamaCppEngine:
         try:
             reply = self._llm.create_chat_completion(**request.params, messages=messages,
                                                      tools=request.tools or None, stream=stream,
-                                                     response_format=_grammar(request))
+                                                     grammar=_grammar(request))
             yield from (reply if stream else [reply])
         except ValueError as error:                    # the exact count, template and tools included
             if _OVERFLOW_MARK not in str(error):
@@ -91,11 +92,17 @@ class LlamaCppEngine:
         return asyncio.get_running_loop().run_in_executor(self._worker, call, *args)
 
 
-def _grammar(request: ChatRequest) -> dict | None:
-    """``schema=`` as llama.cpp holds to it: a grammar built from the JSON Schema, so the answer parses."""
+def _grammar(request: ChatRequest) -> Any:
+    """``schema=`` as llama.cpp holds to it: a grammar built from the JSON Schema, so the answer parses. A schema
+    its converter cannot take is the caller's mistake (a ValueError), not the engine's."""
     if request.response_schema is None:
         return None
-    return {"type": "json_object", "schema": request.response_schema.json_schema}
+    from llama_cpp import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(request.response_schema.json_schema), verbose=False)
+    except Exception as error:          # noqa: BLE001 -- the converter fails with asserts, KeyErrors, ...
+        raise ValueError(f"schema= cannot be made a llama.cpp grammar: {type(error).__name__}: {error}") from None
 
 
 def llama_kwargs(target: Target, *, model_path: str | None = None, n_ctx: int = 4096, n_gpu_layers: int | None = None,
