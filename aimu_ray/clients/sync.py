@@ -105,14 +105,14 @@ class TextClient(_SyncClient):
 
     def chat(self, user_message: str | None = None, generate_kwargs: dict | None = None, use_tools: bool = True,
              stream: bool = False, images: list | None = None, include=None, tools: list | None = None,
-             thinking=None, schema=None):
+             thinking=None, schema=None, audio: list | None = None):
         return _answer(self._async.chat(user_message, generate_kwargs, use_tools, stream, images, include, tools,
-                                        thinking, schema), stream)
+                                        thinking, schema, audio), stream)
 
     def generate(self, prompt: str, generate_kwargs: dict | None = None, stream: bool = False,
-                 images: list | None = None, include=None, thinking=None, schema=None):
-        return _answer(self._async.generate(prompt, generate_kwargs, stream, images, include, thinking, schema),
-                       stream)
+                 images: list | None = None, include=None, thinking=None, schema=None, audio: list | None = None):
+        return _answer(self._async.generate(prompt, generate_kwargs, stream, images, include, thinking, schema,
+                                            audio), stream)
 
 
 class ImageClient(_SyncClient):

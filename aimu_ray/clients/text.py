@@ -137,20 +137,22 @@ class AsyncTextClient:
 
     async def chat(self, user_message: str | None = None, generate_kwargs: dict | None = None,
                    use_tools: bool = True, stream: bool = False, images: list | None = None,
-                   include: Iterable | None = None, tools: list | None = None, thinking=None, schema=None):
+                   include: Iterable | None = None, tools: list | None = None, thinking=None, schema=None,
+                   audio: list | None = None):
         """Append the user turn (if any), make one request, append the answer; tools are recorded, not run.
         With ``schema`` (a dataclass type or pydantic model) the answer is that object (``last_structured``)."""
         self.last_request, self.last_tool_calls = None, []
         validate_thinking(thinking)
         phases = resolve_include(include)
         self._require_vision(images)
+        self._require_audio(audio)
         advertised = advertised_tools(self.model, self.tools if tools is None else tools, use_tools)
         ask = structured_ask(self.model, schema, advertised)
         turns = []                   # joined to the conversation once the request is built: a refused one adds nothing
         if user_message is not None:
             if not self.messages and self._system_message:
                 turns.append(stamp({"role": "system", "content": self._system_message}))
-            turns.append(stamp(user_turn(user_message + (ask.suffix if ask else ""), images)))
+            turns.append(stamp(user_turn(user_message + (ask.suffix if ask else ""), images, audio)))
         elif ask and ask.suffix:
             raise ValueError(f"schema= on {self.model} asks for JSON in the user turn: give a user message.")
         request = self._request([*self.messages, *turns], generate_kwargs, thinking, advertised, stream, ask)
@@ -160,14 +162,16 @@ class AsyncTextClient:
         return self._answer(self._fold(await self._send(request), record=True), schema)
 
     async def generate(self, prompt: str, generate_kwargs: dict | None = None, stream: bool = False,
-                       images: list | None = None, include: Iterable | None = None, thinking=None, schema=None):
+                       images: list | None = None, include: Iterable | None = None, thinking=None, schema=None,
+                       audio: list | None = None):
         """A stateless one-off request: ``messages`` is not touched."""
         self.last_request, self.last_tool_calls = None, []
         validate_thinking(thinking)
         phases = resolve_include(include)
         self._require_vision(images)
+        self._require_audio(audio)
         ask = structured_ask(self.model, schema, [])
-        request = self._request([user_turn(prompt + (ask.suffix if ask else ""), images)], generate_kwargs,
+        request = self._request([user_turn(prompt + (ask.suffix if ask else ""), images, audio)], generate_kwargs,
                                 thinking, [], stream, ask)
         if stream:
             return self._stream(request, phases, record=False, schema=schema)
@@ -177,6 +181,11 @@ class AsyncTextClient:
         if images and not self.model.caps.vision:
             raise ValueError(f"{self.model} does not take images. If it does, add ';vision' to the model string "
                              f"('{self.model.provider}:{self.model.model_id};vision').")
+
+    def _require_audio(self, audio: list | None) -> None:
+        if audio and not self.model.caps.audio:
+            raise ValueError(f"Model {self.model.name} does not support audio input. Use a model with "
+                             f"supports_audio=True (or add ';audio' to the model string).")
 
     def _request(self, messages: list[dict], generate_kwargs: dict | None, thinking, tools: list[dict],
                  stream: bool, ask: StructuredAsk | None = None) -> ChatRequest:

@@ -14,6 +14,10 @@ from typing import Any, Iterable
 
 from .wire import ToolCall
 
+# OpenAI's input_audio formats, by file extension (aimu's table); anything else is taken as WAV, as aimu does
+AUDIO_INPUT_FORMATS = {".wav": "wav", ".mp3": "mp3", ".ogg": "ogg", ".flac": "flac", ".m4a": "m4a", ".webm": "webm"}
+AUDIO_FETCH_TIMEOUT_S = 30.0
+
 INERT_MESSAGE_KEYS = frozenset({"thinking", "provenance", "timestamp"})
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -51,12 +55,53 @@ def _data_url(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def user_message(text: str, images: list | None = None) -> dict:
-    if not images:
+def audio_block(clip: Any) -> dict:
+    """One ``audio=`` entry as aimu stores it, an OpenAI ``input_audio`` block: bytes (WAV), a ``data:audio/`` URL,
+    a path (its format from the extension), or an http(s) URL fetched here, in the caller (the block has no URL)."""
+    if isinstance(clip, (bytes, bytearray)):
+        data, format_ = bytes(clip), "wav"
+    elif isinstance(clip, str) and clip.startswith("data:audio/"):
+        header, _, encoded = clip.partition(";base64,")
+        if not encoded:
+            raise ValueError(f"Not a base64 audio data URL: {clip[:64]!r}")
+        subtype = header.removeprefix("data:audio/")
+        return _input_audio(encoded, subtype if subtype in AUDIO_INPUT_FORMATS.values() else "wav")
+    elif isinstance(clip, str) and clip.startswith(("http://", "https://")):
+        data, format_ = _fetched(clip), _audio_format(clip.split("?")[0])
+    elif isinstance(clip, (str, Path)):
+        path = Path(clip)
+        if not path.is_file():
+            raise ValueError(f"Audio path {str(path)!r} is not a file (give a path, bytes, URL or data URL).")
+        data, format_ = path.read_bytes(), _audio_format(path.name)
+    else:
+        raise TypeError(f"Unsupported audio input type: {type(clip).__name__}")
+    return _input_audio(base64.b64encode(data).decode("ascii"), format_)
+
+
+def user_message(text: str, images: list | None = None, audio: list | None = None) -> dict:
+    if images and audio:
+        raise ValueError("images= and audio= are mutually exclusive per turn. Pass one or the other, not both.")
+    if not images and not audio:
         return {"role": "user", "content": text}
     blocks: list[dict] = [{"type": "text", "text": text}]
-    blocks += [{"type": "image_url", "image_url": {"url": image_url(img)}} for img in images]
+    blocks += [{"type": "image_url", "image_url": {"url": image_url(img)}} for img in images or []]
+    blocks += [audio_block(clip) for clip in audio or []]
     return {"role": "user", "content": blocks}
+
+
+def _input_audio(encoded: str, format_: str) -> dict:
+    return {"type": "input_audio", "input_audio": {"data": encoded, "format": format_}}
+
+
+def _audio_format(name: str) -> str:
+    return AUDIO_INPUT_FORMATS.get(Path(name).suffix.lower(), "wav")
+
+
+def _fetched(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=AUDIO_FETCH_TIMEOUT_S) as response:
+        return response.read()
 
 
 def tool_specs(tools: Iterable) -> list[dict]:

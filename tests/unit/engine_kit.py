@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aimu_ray.engines import engine_class, local_engine_class, protocol_of
+from aimu_ray.engines import EngineCache, engine_class, local_engine_class, protocol_of
 from aimu_ray.models import ChatDelta, ChatRequest, ChatResult
 from aimu_ray.models.load import ModelLoad, Target
 
@@ -35,3 +35,19 @@ def text_of(deltas: list[ChatDelta], phase: str) -> str:
 def loaded(load: ModelLoad, target: Target | None = None):
     """The in-process engine for ``load``, found as a host finds it and loaded on ``target`` (CPU by default)."""
     return local_engine_class(load)(load, target or Target())
+
+
+class Direct:
+    """The real engines, called in this process: the request crosses the wire to the fake."""
+
+    def __init__(self) -> None:
+        self.engines = EngineCache()
+        self.requests = []
+
+    async def call(self, request):
+        self.requests.append(request)
+        return await self.engines.get(request).run(request)
+
+    def stream(self, request):
+        self.requests.append(request)
+        return self.engines.get(request).stream(request)

@@ -12,9 +12,9 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from aimu_ray import aio
-from aimu_ray.engines import EngineCache
 from aimu_ray.models.stream import StreamingContentType
 from aimu_ray.models.structured import parse_json_response, response_schema
+from tests.unit.engine_kit import Direct
 
 pytest_plugins = ["tests.fakes.fixtures", "tests.fixtures.pytest_fixtures"]
 
@@ -28,22 +28,6 @@ class City(BaseModel):
 class Point:
     x: int
     y: int = 0
-
-
-class Direct:
-    """The real engines, called in this process: the request crosses the wire to the fake."""
-
-    def __init__(self) -> None:
-        self.engines = EngineCache()
-        self.requests = []
-
-    async def call(self, request):
-        self.requests.append(request)
-        return await self.engines.get(request).run(request)
-
-    def stream(self, request):
-        self.requests.append(request)
-        return self.engines.get(request).stream(request)
 
 
 OSLO = {"name": "Oslo", "population": 700000}
