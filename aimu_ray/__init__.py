@@ -6,6 +6,7 @@ local Ray started on first use, or the cluster named by ``RAY_ADDRESS`` or ``aim
 
 from __future__ import annotations
 
+import asyncio
 from typing import Iterable
 
 from . import aio
@@ -14,10 +15,17 @@ from .models.errors import (ConnectionDroppedError, ContextOverflowError, LimitE
                             ModelRefusalError, ModelTimeoutError, ModelUnloadedError, ProviderError,
                             ProviderResponseError, RateLimitError, RegistryUnavailableError, ToolArgumentError,
                             ToolSignatureError)
+from .models.discovery import (HAS_GEMINI_IMAGE, HAS_HF_AUDIO, HAS_HF_IMAGE, available_audio_models,
+                               available_image_models, available_text_models, resolve_model_string)
 from .models.limits import Limits, set_limits
+from .models.messages import INERT_MESSAGE_KEYS, encode_tool_call_arguments, extract_tool_calls, strip_inert_keys
+from .models.model_string import parse_model_string
 from .models.stream import StreamChunk, StreamingContentType
+from .models.structured import generate_json, parse_json_response
 from .models.tools import coerce_tool_arguments, tool
 from .clients.sync import AudioClient, ImageClient, TextClient, iterate, run, sync_twin
+
+ModelClient = TextClient        # aimu's name for the text client: ModelClient(model, **kwargs), model a string or enum
 
 __all__ = [
     "ConnectionDroppedError", "ContextOverflowError", "LimitExceededError", "Limits", "MissingAPIKeyError",
@@ -27,6 +35,11 @@ __all__ = [
     "AudioClient", "ImageClient", "TextClient", "aio", "audio_client", "chat", "client", "coerce_tool_arguments",
     "connect", "evictions", "generate_audio", "generate_image", "image_client", "init",
     "placements", "set_gpu_memory_utilization", "set_limits", "shutdown", "tool", "unload",
+    # aimu's names for the factories' own surface
+    "HAS_GEMINI_IMAGE", "HAS_HF_AUDIO", "HAS_HF_IMAGE", "INERT_MESSAGE_KEYS", "ModelClient", "available_audio_models",
+    "available_image_models", "available_text_models", "clear_hf_cache", "clear_llamacpp_cache",
+    "encode_tool_call_arguments", "extract_tool_calls", "generate_json", "parse_json_response",
+    "resolve_model_string", "strip_inert_keys",
 ]
 
 _RUNTIME_NAMES = ("init", "shutdown")
@@ -93,6 +106,35 @@ def unload(model: str | None = None, *, grace_s: float = 30.0) -> list[str]:
     """Unload ``model`` ("hf:org/name") or every model, giving their GPU shares back; requests in flight get
     ``grace_s`` to finish, then fail with ``ModelUnloadedError``."""
     return run(aio.unload(model, grace_s=grace_s))
+
+
+def clear_hf_cache(model=None, *, grace_s: float = 30.0) -> list[str]:
+    """aimu frees its process's cached Hugging Face weights; here they live in model actors on the cluster, so
+    this unloads them: ``model`` (aimu's enum member, ``"hf:org/name"`` or a repo id), or every ``hf:`` model,
+    text, image and audio (for every process on the cluster: the copies are shared). Requests in flight get
+    ``grace_s`` to finish, as with ``unload``. Returns the models unloaded (aimu returns None)."""
+    return run(_clear("hf", model, grace_s))
+
+
+def clear_llamacpp_cache(model=None, *, grace_s: float = 30.0) -> list[str]:
+    """aimu frees its process's cached llama.cpp models; here this unloads the ``llamacpp:`` model actors:
+    ``model`` (aimu's ``LlamaCppModel`` member, ``"llamacpp:<name>"`` or the name), or all of them. aimu_ray names a
+    llama.cpp model by its id, not its ``model_path``, so a path matches only a model whose id is that path.
+    Returns the models unloaded (aimu returns None)."""
+    return run(_clear("llamacpp", model, grace_s))
+
+
+async def _clear(provider: str, model, grace_s: float) -> list[str]:
+    if model is None:
+        labels = sorted({row.model for row in await aio.placements() if row.model.startswith(f"{provider}:")})
+    else:
+        text = model if isinstance(model, str) and not model.startswith(f"{provider}:") else None
+        ref = parse_model_string(f"{provider}:{text}" if text is not None else model)
+        if ref.provider != provider:            # another provider's model: none of this cache's
+            return []
+        labels = [f"{provider}:{ref.model_id}"]
+    unloaded = await asyncio.gather(*(aio.unload(label, grace_s=grace_s) for label in labels))
+    return [name for names in unloaded for name in names]
 
 
 def __getattr__(name: str):

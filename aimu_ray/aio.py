@@ -14,9 +14,11 @@ from .clients.loaded_models import evictions, placements, set_gpu_memory_utiliza
 from .clients.media import AsyncAudioClient, AsyncImageClient
 from .models.limits import set_limits
 
-__all__ = ["AsyncAudioClient", "AsyncImageClient", "AsyncTextClient", "audio_client", "chat", "client", "connect",
-           "evictions", "generate_audio", "generate_image", "image_client", "placements", "set_gpu_memory_utilization",
-           "set_limits", "unload"]
+AsyncModelClient = AsyncTextClient      # aimu's name: aio.AsyncModelClient(model, **kwargs)
+
+__all__ = ["AsyncAudioClient", "AsyncImageClient", "AsyncModelClient", "AsyncTextClient", "audio_client", "chat",
+           "client", "connect", "evictions", "generate_audio", "generate_image", "image_client", "placements",
+           "set_gpu_memory_utilization", "set_limits", "unload"]
 
 
 def default_text_model() -> str:

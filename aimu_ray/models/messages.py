@@ -158,3 +158,44 @@ def parse_arguments(raw: Any) -> dict:
     except (TypeError, ValueError):
         return {"_raw": raw}
     return value if isinstance(value, dict) else {"_value": value}
+
+
+def extract_tool_calls(messages: list[dict]) -> list[dict]:
+    """aimu's: each tool call of an OpenAI-format conversation with its result, in order, as
+    ``{"iteration", "tool", "arguments", "result"}``. ``iteration`` counts the assistant turns that called tools;
+    ``arguments`` is parsed (``{"_raw": text}`` when it is not JSON); ``result`` is the matching tool message's
+    content, or ``""``. ``messages`` is not changed."""
+    results_by_id = {m.get("tool_call_id", ""): m.get("content", "") for m in messages if m.get("role") == "tool"}
+    calls, iteration = [], 0
+    for message in messages:
+        if message.get("role") != "assistant" or not message.get("tool_calls"):
+            continue
+        iteration += 1
+        for call in message["tool_calls"]:
+            function = call.get("function", {})
+            raw = function.get("arguments") or function.get("parameters") or "{}"
+            if isinstance(raw, str):
+                try:
+                    arguments = json.loads(raw)
+                except ValueError:
+                    arguments = {"_raw": raw}
+            else:
+                arguments = raw
+            calls.append({"iteration": iteration, "tool": function.get("name", ""), "arguments": arguments,
+                          "result": results_by_id.get(call.get("id", ""), "")})
+    return calls
+
+
+def encode_tool_call_arguments(messages: list[dict]) -> list[dict]:
+    """aimu's: the messages with each tool call's parsed ``arguments`` as a JSON string, as OpenAI's schema types
+    it (aimu_ray stores them parsed, as aimu does). A string passes through, a call without ``arguments`` gets
+    none, and messages without tool calls are returned as they are."""
+    return [dict(m, tool_calls=[_encoded(call) for call in m["tool_calls"]]) if m.get("tool_calls") else m
+            for m in messages]
+
+
+def _encoded(call: dict) -> dict:
+    function = call.get("function")
+    if not isinstance(function, dict) or "arguments" not in function or isinstance(function["arguments"], str):
+        return call
+    return {**call, "function": {**function, "arguments": json.dumps(function["arguments"])}}

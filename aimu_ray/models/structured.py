@@ -11,6 +11,7 @@ valid by construction. Everything else takes the prompt-and-parse path.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import re
 from typing import Any
@@ -80,3 +81,21 @@ def _first_json(text: str) -> Any:
         except ValueError:
             continue
     return None
+
+
+def generate_json(client: Any, prompt: str, schema: type | None = None, *, retries: int = 2,
+                  generate_kwargs: dict | None = None) -> Any:
+    """aimu's: ``client.generate(prompt, generate_kwargs)`` parsed by ``parse_json_response`` (into ``schema`` when
+    given), asked again up to ``retries`` times when the answer holds no JSON that fits; then a ValueError chained
+    to the last parse error. A sync client (``client()``); aimu has no async twin."""
+    last_error: Exception | None = None
+    for _ in range(retries + 1):
+        text = client.generate(prompt, generate_kwargs)
+        if inspect.isawaitable(text):
+            getattr(text, "close", lambda: None)()
+            raise TypeError("generate_json takes a sync client (aimu_ray.client()); this one's generate is async.")
+        try:
+            return parse_json_response(text, schema)
+        except ValueError as error:
+            last_error = error
+    raise ValueError(f"Failed to parse JSON after {retries + 1} attempt(s)") from last_error
