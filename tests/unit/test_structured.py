@@ -178,3 +178,16 @@ async def test_hf_generates_under_the_schema_as_a_grammar_beside_free_rows(smoll
     streamed = [c async for c in await client().chat("Tell me about Quito.", generate_kwargs=greedy, schema=Point,
                                                       stream=True)]
     assert isinstance(streamed[-1].content["result"], Point)
+
+
+def test_an_hf_grammar_keeps_the_schemas_order_of_properties(smollm2_hf_folder):
+    """xgrammar holds the answer to the property order it is given: the schema's own, not a sorted copy."""
+    import xgrammar
+    from transformers import AutoTokenizer
+
+    from aimu_ray.engines.local.grammar import SchemaGrammars
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_hf_folder)
+    grammar = SchemaGrammars(tokenizer, len(tokenizer)).compiled(City.model_json_schema())
+    assert xgrammar.GrammarMatcher(grammar).accept_string('{"name": "Oslo", "population": 7}')
+    assert not xgrammar.GrammarMatcher(grammar).accept_string('{"population"')

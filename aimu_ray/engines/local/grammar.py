@@ -25,14 +25,14 @@ class SchemaGrammars:
 
     def compiled(self, json_schema: dict) -> Any:
         """The schema's grammar; a schema xgrammar cannot compile is the caller's mistake (a ValueError)."""
-        text = json.dumps(json_schema, sort_keys=True)
-        if text not in self._compiled:
+        key = json.dumps(json_schema, sort_keys=True)
+        if key not in self._compiled:
             compiler = self._grammar_compiler()
-            try:
-                self._compiled[text] = compiler.compile_json_schema(text, any_whitespace=False)
+            try:                            # as written: the grammar keeps the schema's order of properties
+                self._compiled[key] = compiler.compile_json_schema(json.dumps(json_schema), any_whitespace=False)
             except Exception as error:      # noqa: BLE001 -- xgrammar raises RuntimeError from C++ for bad schemas
                 raise ValueError(f"schema= cannot be compiled to a grammar: {error}") from None
-        return self._compiled[text]
+        return self._compiled[key]
 
     def _grammar_compiler(self) -> Any:
         if self._compiler is None:
