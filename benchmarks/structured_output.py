@@ -85,19 +85,6 @@ Reply = tuple[City | None, Exception | None, str | None, int, bool]
 Ask = Callable[[str], Awaitable[Reply]]
 
 
-class Engine:
-    """An in-process engine called directly (no Ray), as a model actor calls it."""
-
-    def __init__(self, engine) -> None:
-        self.engine = engine
-
-    async def call(self, request):
-        return await self.engine.run(request)
-
-    def stream(self, request):
-        return self.engine.stream(request)
-
-
 class Tally:
     """One side's count: valid and parsed, the reasons for the rest, tokens, time."""
 
@@ -152,6 +139,7 @@ def aimu_ray_ask(client, gen: dict, grammar: bool) -> Ask:
 
 def load_llamacpp():
     from aimu_ray import aio
+    from aimu_ray.backends.hosted import HostedBackend
     from aimu_ray.demo.smollm2 import smollm2_gguf
     from aimu_ray.engines.local.llamacpp import LlamaCppEngine
     from aimu_ray.models.load import ModelLoad, Target
@@ -159,16 +147,17 @@ def load_llamacpp():
     path = str(smollm2_gguf())
     engine = LlamaCppEngine(ModelLoad(provider="llamacpp", task="text", model_id="smollm2",
                                       options={"model_path": path}), Target())
-    return engine, aio.client("llamacpp:smollm2", model_path=path, backend=Engine(engine))
+    return engine, aio.client("llamacpp:smollm2", model_path=path, backend=HostedBackend(engine))
 
 
 def load_hf(folder: Path):
     from aimu_ray import aio
+    from aimu_ray.backends.hosted import HostedBackend
     from aimu_ray.engines.local.hf_text import HFTextEngine
     from aimu_ray.models.load import ModelLoad, Target
 
     engine = HFTextEngine(ModelLoad(provider="hf", task="text", model_id=str(folder)), Target())
-    return engine, aio.client(f"hf:{folder}", backend=Engine(engine))
+    return engine, aio.client(f"hf:{folder}", backend=HostedBackend(engine))
 
 
 def sent_params(client) -> dict:

@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from aimu_ray import aio
+from aimu_ray.backends.hosted import HostedBackend
 from aimu_ray.models.stream import StreamingContentType
 from aimu_ray.models.structured import parse_json_response, response_schema
 from tests.unit.engine_kit import Direct
@@ -111,19 +112,6 @@ async def test_models_without_native_output_are_asked_in_the_prompt(fake):
         await client.chat(None, schema=Point)
 
 
-class Engine:
-    """An in-process engine called directly (no Ray), as a host calls it."""
-
-    def __init__(self, engine) -> None:
-        self.engine = engine
-
-    async def call(self, request):
-        return await self.engine.run(request)
-
-    def stream(self, request):
-        return self.engine.stream(request)
-
-
 @pytest.fixture(scope="module")
 def smollm2_llama(smollm2_gguf_path):
     from aimu_ray.engines.local.llamacpp import LlamaCppEngine
@@ -138,7 +126,7 @@ def smollm2_llama(smollm2_gguf_path):
 async def test_llamacpp_generates_under_the_schema_as_a_grammar(smollm2_llama, smollm2_gguf_path, stream):
     """The real SmolLM2, asked without any JSON instruction: the grammar alone makes the answer a City."""
     client = aio.client("llamacpp:smollm2", model_path=str(smollm2_gguf_path), n_ctx=1024,
-                        backend=Engine(smollm2_llama))
+                        backend=HostedBackend(smollm2_llama))
     kwargs = {"generate_kwargs": {"max_tokens": 48, "temperature": 0}, "schema": City}
     if stream:
         chunks = [c async for c in await client.generate("Tell me about Paris.", stream=True, **kwargs)]
@@ -164,7 +152,7 @@ async def test_hf_generates_under_the_schema_as_a_grammar_beside_free_rows(smoll
     """The real SmolLM2 through transformers: three schema rows batched together, a free row beside them, a
     sampled one too; every schema answer is a City without any JSON instruction in the prompt."""
     def client():
-        return aio.client(f"hf:{smollm2_hf_folder}", backend=Engine(smollm2_hf))
+        return aio.client(f"hf:{smollm2_hf_folder}", backend=HostedBackend(smollm2_hf))
 
     greedy, sampled = {"max_tokens": 128, "do_sample": False}, {"max_tokens": 128, "do_sample": True, "temperature": 0.7}
     prompts = ["Tell me about Paris.", "Tell me about Oslo.", "Tell me about Lima."]
