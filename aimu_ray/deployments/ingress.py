@@ -98,6 +98,12 @@ class Ingress:
         cards = await asyncio.gather(*(self._model_card(served, status, rows) for served in self._models.all()))
         return {"object": "list", "data": list(cards)}
 
+    async def get_model(self, name: str) -> dict:
+        """One served model's card, as OpenAI's ``GET /v1/models/{id}`` answers; 404 for a name not served."""
+        served = await self._known(name)
+        status = (await asyncio.to_thread(serve_apps)).get(self._app, {})
+        return await self._model_card(served, status, self._named(await _registry_rows()))
+
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         served = await self._serving(body.model, "text")
         if body.has_images() and not served.model.caps.vision:
@@ -326,6 +332,7 @@ ROUTES = [       # verb, path, method, who (open: probes, scrapers, <img src> of
     ("GET", "/healthz", "healthz", OPEN),
     ("GET", "/metrics", "metrics", OPEN),
     ("GET", "/v1/models", "list_models", KEY),
+    ("GET", "/v1/models/{name}", "get_model", KEY),
     ("POST", "/v1/chat/completions", "chat_completions", KEY),
     ("POST", "/v1/images/generations", "image_generations", KEY),
     ("POST", "/v1/audio/generations", "audio_generations", KEY),

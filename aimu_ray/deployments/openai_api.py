@@ -162,6 +162,11 @@ class ChatCompletionRequest(Body):
     response_format: ResponseFormat | None = None
     n: Literal[1] = 1
     user: str | None = None
+    # taken and ignored, as they change nothing here: OpenAI's stored completions, their tags, and parallel tool
+    # calls (every engine here returns each call the model makes)
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    parallel_tool_calls: bool | None = None
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs = {"temperature": self.temperature, "top_p": self.top_p,

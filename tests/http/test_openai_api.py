@@ -558,3 +558,16 @@ def test_a_bad_response_format_is_a_400(app):
                                              "response_format": {"type": "json_schema", "json_schema": {
                                                  "name": "x", "schema": {"type": "object", "required": 5}}}})
     assert odd.status_code == 400 and "schema" in odd.json()["error"]["message"]
+
+
+def test_one_model_is_retrieved_by_id_as_the_sdk_asks(sdk):
+    card = sdk.models.retrieve("tiny")
+    assert card.id == "tiny" and card.object == "model"
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        sdk.models.retrieve("nope")
+
+
+def test_fields_that_change_nothing_here_are_taken(sdk):
+    reply = sdk.chat.completions.create(model="plain", messages=[{"role": "user", "content": "hi"}], store=False,
+                                        metadata={"team": "a"}, parallel_tool_calls=True, user="u1")
+    assert reply.choices[0].message.content == "echo: hi"
