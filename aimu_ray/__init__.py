@@ -6,7 +6,6 @@ local Ray started on first use, or the cluster named by ``RAY_ADDRESS`` or ``aim
 
 from __future__ import annotations
 
-import asyncio
 from typing import Iterable
 
 from . import aio
@@ -19,7 +18,6 @@ from .models.discovery import (HAS_GEMINI_IMAGE, HAS_HF_AUDIO, HAS_HF_IMAGE, ava
                                available_image_models, available_text_models, resolve_model_string)
 from .models.limits import Limits, set_limits
 from .models.messages import INERT_MESSAGE_KEYS, encode_tool_call_arguments, extract_tool_calls, strip_inert_keys
-from .models.model_string import parse_model_string
 from .models.stream import StreamChunk, StreamingContentType
 from .models.structured import generate_json, parse_json_response
 from .models.tools import coerce_tool_arguments, tool
@@ -113,7 +111,7 @@ def clear_hf_cache(model=None, *, grace_s: float = 30.0) -> list[str]:
     this unloads them: ``model`` (aimu's enum member, ``"hf:org/name"`` or a repo id), or every ``hf:`` model,
     text, image and audio (for every process on the cluster: the copies are shared). Requests in flight get
     ``grace_s`` to finish, as with ``unload``. Returns the models unloaded (aimu returns None)."""
-    return run(_clear("hf", model, grace_s))
+    return run(aio.unload_provider("hf", model, grace_s=grace_s))
 
 
 def clear_llamacpp_cache(model=None, *, grace_s: float = 30.0) -> list[str]:
@@ -121,20 +119,7 @@ def clear_llamacpp_cache(model=None, *, grace_s: float = 30.0) -> list[str]:
     ``model`` (aimu's ``LlamaCppModel`` member, ``"llamacpp:<name>"`` or the name), or all of them. aimu_ray names a
     llama.cpp model by its id, not its ``model_path``, so a path matches only a model whose id is that path.
     Returns the models unloaded (aimu returns None)."""
-    return run(_clear("llamacpp", model, grace_s))
-
-
-async def _clear(provider: str, model, grace_s: float) -> list[str]:
-    if model is None:
-        labels = sorted({row.model for row in await aio.placements() if row.model.startswith(f"{provider}:")})
-    else:
-        text = model if isinstance(model, str) and not model.startswith(f"{provider}:") else None
-        ref = parse_model_string(f"{provider}:{text}" if text is not None else model)
-        if ref.provider != provider:            # another provider's model: none of this cache's
-            return []
-        labels = [f"{provider}:{ref.model_id}"]
-    unloaded = await asyncio.gather(*(aio.unload(label, grace_s=grace_s) for label in labels))
-    return [name for names in unloaded for name in names]
+    return run(aio.unload_provider("llamacpp", model, grace_s=grace_s))
 
 
 def __getattr__(name: str):

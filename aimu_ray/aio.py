@@ -10,7 +10,7 @@ import os
 from typing import Iterable
 
 from .clients.text import AsyncTextClient
-from .clients.loaded_models import evictions, placements, set_gpu_memory_utilization, unload
+from .clients.loaded_models import evictions, placements, set_gpu_memory_utilization, unload, unload_provider
 from .clients.media import AsyncAudioClient, AsyncImageClient
 from .models.limits import set_limits
 
@@ -18,7 +18,7 @@ AsyncModelClient = AsyncTextClient      # aimu's name: aio.AsyncModelClient(mode
 
 __all__ = ["AsyncAudioClient", "AsyncImageClient", "AsyncModelClient", "AsyncTextClient", "audio_client", "chat",
            "client", "connect", "evictions", "generate_audio", "generate_image", "image_client", "placements",
-           "set_gpu_memory_utilization", "set_limits", "unload"]
+           "set_gpu_memory_utilization", "set_limits", "unload", "unload_provider"]
 
 
 def default_text_model() -> str:

@@ -80,6 +80,24 @@ async def copies_that_fit(load: ModelLoad, most: int = 64) -> int:
     return max(1, min(most, len(loaded) + room))
 
 
+async def unload_provider(provider: str, model=None, *, grace_s: float = 30.0) -> list[str]:
+    """Unload one provider's in-process models (aimu's ``clear_hf_cache`` / ``clear_llamacpp_cache``): ``model``
+    (aimu's enum member, ``"<provider>:<id>"`` or a bare id), or all of them, every task. A model of another
+    provider unloads nothing. Returns the models unloaded."""
+    from ..models.model_string import parse_model_string
+
+    if model is None:
+        labels = sorted({row.model for row in await placements() if row.model.startswith(f"{provider}:")})
+    else:
+        bare = isinstance(model, str) and not model.startswith(f"{provider}:")
+        ref = parse_model_string(f"{provider}:{model}" if bare else model)
+        if ref.provider != provider:
+            return []
+        labels = [f"{provider}:{ref.model_id}"]
+    unloaded = await asyncio.gather(*(unload(label, grace_s=grace_s) for label in labels))
+    return [name for names in unloaded for name in names]
+
+
 async def _connected() -> None:
     from ..cluster.connection import ensure_ray
 

@@ -18,6 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 import aimu_ray
+from aimu_ray.clients import loaded_models
 import aimu_ray.aio
 import aimu_ray.models
 from aimu_ray.models import discovery
@@ -369,8 +370,8 @@ def registry(monkeypatch):
         unloaded.append((model, grace_s))
         return [model] if model in rows else []
 
-    monkeypatch.setattr(aimu_ray.aio, "placements", placements)
-    monkeypatch.setattr(aimu_ray.aio, "unload", unload)
+    monkeypatch.setattr(loaded_models, "placements", placements)
+    monkeypatch.setattr(loaded_models, "unload", unload)
     return unloaded
 
 
