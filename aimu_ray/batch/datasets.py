@@ -117,19 +117,27 @@ def _written_ids(sink: Folder, kind: Format, expected: list[str]) -> set[str]:
     done: set[str] = set()
     for path in sink.files():
         try:
-            table = _table(sink, path, kind)
+            names, ids = _names_and_ids(sink, path, kind)
         except (pa.ArrowInvalid, OSError, ValueError) as error:
             logger.warning("%s cannot be read (%s): left by an interrupted run; deleting it, its rows run again.",
                            sink.location(path), error)
             sink.delete(path)
             continue
-        if set(table.column_names) != set(expected):
+        if set(names) != set(expected):
             raise ValueError(f"{sink.location(path)} does not hold this batch's rows: its columns are "
-                             f"{', '.join(table.column_names)}, this batch writes {', '.join(expected)}. Write to a "
-                             "new output.")
-        if "id" in table.column_names:
-            done.update(pc.cast(table["id"], pa.string()).to_pylist())
+                             f"{', '.join(names)}, this batch writes {', '.join(expected)}. Write to a new output.")
+        if ids is not None:
+            done.update(pc.cast(ids, pa.string()).to_pylist())
     return done
+
+
+def _names_and_ids(folder: Folder, path: str, kind: Format) -> tuple[list[str], pa.ChunkedArray | None]:
+    """A written file's columns and its ids: a Parquet file's footer and id column only, not its answers."""
+    if kind == "parquet":
+        names = pq.read_schema(path, filesystem=folder.fs).names
+        return names, _table(folder, path, kind, ["id"])["id"] if "id" in names else None
+    table = _table(folder, path, kind)
+    return table.column_names, table["id"] if "id" in table.column_names else None
 
 
 def _drop_failures(sink: Folder, kind: Format, expected: list[str]) -> None:
