@@ -95,11 +95,18 @@ async def test_a_range_scales_out_under_load_and_in_when_idle(tiny_hf_dir, two_n
     await client.generate("warm up", generate_kwargs=GREEDY)
     assert len(await aio.placements()) == 1
     busy = {"max_tokens": 64, "do_sample": False}
-    deadline = time.monotonic() + GUARD_S
-    while len(await aio.placements()) < 2:                 # keep 4 requests in flight until the scaler adds one
-        assert time.monotonic() < deadline, "never scaled out"
-        await asyncio.gather(*(client.generate(f"long {i}", generate_kwargs=busy) for i in range(4)))
-    await rows_until(lambda rows: len(rows) == 2 and all(r.state == "ready" for r in rows), "second copy loads")
+    loaded = asyncio.Event()
+
+    async def keep_four_in_flight():        # until the second copy is ready, so neither copy goes idle before
+        while not loaded.is_set():
+            await asyncio.gather(*(client.generate(f"long {i}", generate_kwargs=busy) for i in range(4)))
+
+    load = asyncio.create_task(keep_four_in_flight())
+    try:
+        await rows_until(lambda rows: len(rows) == 2 and all(r.state == "ready" for r in rows), "second copy loads")
+    finally:
+        loaded.set()
+        await load
     rows = await rows_until(lambda rows: len(rows) == 1, "idle copy removed")
     assert rows[0].state == "ready"
     assert isinstance(await client.generate("after", generate_kwargs=GREEDY), str)
