@@ -3,7 +3,8 @@
 #   ./run.sh demo    set the machine up if needed, then run the main job (examples/serve_demo.py)
 #   ./run.sh test    set the machine up if needed, then run the whole offline test suite
 #   ./run.sh bench   set the machine up if needed, then run every benchmark in benchmarks/
-#   ./run.sh setup   only set up: a .venv with torch (CPU), aimu_ray[all,test,bench] and llama-cpp-python
+#   ./run.sh setup   only set up: a .venv with torch (CPU), aimu_ray[all,test,bench] and llama-cpp-python,
+#                    and (as root, with apt) Chromium and its driver for the browser test
 #   ./run.sh lock    re-resolve every dependency to today's releases and rewrite constraints.txt
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,6 +20,7 @@ export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}   # a local Ray must not turn to
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 setup() {
+    browser
     local want
     want=$(cat pyproject.toml "$LOCK" | sha1sum | cut -c1-40)
     if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
@@ -28,6 +30,19 @@ setup() {
     [ -x "$PY" ] || python3 -m venv "$VENV"
     install -c "$LOCK"
     echo "$want" > "$STAMP"
+}
+
+# The dashboard's browser test (tests/browser) drives Debian's Chromium and its driver: installed once, as root.
+browser() {
+    command -v chromedriver >/dev/null && return
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "==> installing chromium and chromium-driver (apt)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null && apt-get install -y -qq chromium chromium-driver >/dev/null; }
+    else
+        echo "==> no chromedriver: tests/browser will skip (apt-get install chromium chromium-driver)" >&2
+    fi
 }
 
 # Every version as $LOCK pins it (or, with no -c, the newest releases: what `lock` resolves).
@@ -74,5 +89,5 @@ case "$cmd" in
     test)  setup; run_tests "$@" ;;
     lock)  lock ;;
     bench) setup; for script in benchmarks/*.py; do echo "==> $script"; "$PY" "$script"; done ;;
-    *)     sed -n '2,7p' "$0"; exit 2 ;;
+    *)     sed -n '2,8p' "$0"; exit 2 ;;
 esac

@@ -181,7 +181,7 @@ def _serve(args) -> int:
     config = AppConfig.from_yaml(args.config)
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
     config = config.model_copy(update=overrides)
-    _connect(args, join_served=False)            # a second server must not replace the first one's app
+    _connect(args, join_served=False, fast_serve=config.fast_path)   # a second server must not replace the first's app
     url = f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}/v1"
     address = ray.get_runtime_context().gcs_address
     print(f"aimu-ray: serving {', '.join(m.name for m in config.models)} at {url} on Ray {address} (Ctrl-C stops)",
@@ -331,9 +331,10 @@ def _unload(args) -> int:
 
 # ----- helpers -----
 
-def _connect(args, join_served: bool = True) -> None:
+def _connect(args, join_served: bool = True, fast_serve: bool = True) -> None:
     """The Ray of --address or RAY_ADDRESS; else that of a running `aimu-ray serve` (said on stderr); else what
-    ``ray.init`` finds (a `ray start` cluster on this machine) or an embedded one."""
+    ``ray.init`` finds (a `ray start` cluster on this machine) or an embedded one (``fast_serve``: on Serve's fast
+    path)."""
     from .cluster.connection import ensure_ray
     from .cluster.served_ray import served_ray
 
@@ -342,7 +343,7 @@ def _connect(args, join_served: bool = True) -> None:
         address = served.address
         print(f"aimu-ray: joining the Ray of `aimu-ray serve` (pid {served.pid}, app {served.app!r} at {served.url}) "
               f"at {address}", file=sys.stderr)
-    ensure_ray(address)
+    ensure_ray(address, fast_serve=fast_serve)
 
 
 def _address_given(args) -> bool:

@@ -19,13 +19,13 @@ def offline_tiny_model() -> Path:
     return build_tiny_hf_lm(tiny_model_cache() / "tiny-llama-hf")
 
 
-def start_app(url: str, hf_dir: Path, output_dir: str, app: str = "aimu_ray") -> str:
-    """Start Ray and the app ("echo": the loopback server, "tiny": the HF model); returns the HTTP base URL."""
-    import ray
-
+def start_app(url: str, hf_dir: Path, output_dir: str, app: str = "aimu_ray", fast_serve: bool = True) -> str:
+    """Start Ray (on Serve's fast path unless ``fast_serve`` is False) and the app ("echo": the loopback server,
+    "tiny": the HF model); returns the HTTP base URL."""
+    import aimu_ray
     from aimu_ray.deployments import AppConfig, run
 
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    aimu_ray.init(num_cpus=4, fast_serve=fast_serve, include_dashboard=False, log_to_driver=False)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     config = AppConfig(name=app, port=free_port(), output_dir=output_dir, models=[
         {"name": "echo", "model": f"openai-compat:m@{url}/v1", "options": {"max_retries": 0}},

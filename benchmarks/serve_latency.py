@@ -1,17 +1,20 @@
-"""Serve latency: what HTTP adds over a deployment-handle call and over an in-process call, and SSE rates.
+"""Serve latency with Serve's fast path off and on: what HTTP adds over the SDK and over a handle, at 1, 8 and 64
+concurrent clients, and SSE rates.
 
-One loopback OpenAI-compatible server answers at once (its own process). Against it, one small chat
-("hi", max_tokens 16), sequential, in alternating blocks of BLOCK calls so drift hits every path alike:
-  SDK direct         openai.OpenAI (reused) straight at the loopback server: the in-process floor
-  aimu in-process    the served client over the remote deployment's own class, built in this process (no Ray)
-  bare Serve handle  a handle call to a plain deployment making the same SDK call: Serve's floor for the handle
-  Serve handle       aimu_ray.deployments.connect("echo").chat: driver -> remote deployment -> loopback
-  bare Serve HTTP    openai.OpenAI -> Serve proxy -> plain FastAPI ingress -> that plain deployment: Serve's floor
-                     for HTTP with the same two hops
-  HTTP aimu_ray      openai.OpenAI (reused) -> Serve proxy -> ingress -> remote deployment -> loopback
-  HTTP LiteLLM       openai.OpenAI (reused) -> `litellm --config` proxy (subprocess) -> the same loopback server
-Target: HTTP at most 3 ms above the handle at p50. The access log is off in all servers. RAY_SERVE_* variables
-set when this runs reach the replicas (e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_DIRECT_INGRESS=0).
+The parent runs each side in a child process of its own (a Ray started with ``fast_serve`` False, then True:
+``cluster.connection.fast_serve_env``) and prints them side by side. One loopback OpenAI-compatible server answers
+at once (its own process). Against it, one small chat ("hi", max_tokens 16); at one client the paths alternate in
+blocks of BLOCK calls so drift hits every path alike; at more, each path runs its level on its own:
+  SDK direct         openai.AsyncOpenAI straight at the loopback server: the floor
+  aimu in-process    what an ingress replica runs for a remote model (deployments.remote_models), built here
+  bare Serve handle  a handle call to a plain deployment making the same SDK call: Serve's floor for a handle
+  Serve handle       a handle call to aimu_ray's ingress (``connect("echo")`` sends there), which calls the server
+  bare Serve HTTP    HTTP -> Serve's front (proxy, or HAProxy on the fast path) -> a plain FastAPI ingress making
+                     the same SDK call: Serve's floor for aimu_ray's one hop
+  HTTP aimu_ray      HTTP -> Serve's front -> aimu_ray's ingress -> loopback server
+  HTTP LiteLLM       HTTP -> `litellm --config` proxy (subprocess) -> the same loopback server
+Targets: HTTP p50 at most 5 ms over the SDK at one client; SSE chunks/s at least 0.9x the handle's; first chunk over
+HTTP at most 5 ms after the handle's. The access log is off in all servers.
 
 SSE: a long answer (the loopback server echoes a LONG_WORDS-word prompt, one chunk per word, all sent at
 once) and the tiny HF model (max_tokens HF_TOKENS, greedy) streamed through the handle and over HTTP;
@@ -22,7 +25,8 @@ The LiteLLM proxy needs litellm's proxy dependencies. litellm[proxy] 1.110.2 can
 `litellm-proxy==1.110.2` requirement is not on PyPI); the proxy starts with these added beside the venv:
   pip install --no-deps --target DIR orjson backoff redis apscheduler tzlocal semver expression fastapi-sso oauthlib
 and `--litellm-pythonpath DIR` (or $LITELLM_PROXY_PYTHONPATH). Without them the LiteLLM rows say why.
-Run: python benchmarks/serve_latency.py [--requests N] [--streams S] [--hf-tokens T] [--no-litellm]
+Run: python benchmarks/serve_latency.py [--requests N] [--clients 1 8 64] [--streams S] [--hf-tokens T]
+     [--no-litellm] [--litellm-pythonpath DIR]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import contextlib
 import json
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,11 +59,15 @@ LITELLM_START_S = 120
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=400, help="timed chats per path (default 400)")
+    parser.add_argument("--requests", type=int, default=400,
+                        help="timed chats per path and level (default 400; at least 10 per client)")
     parser.add_argument("--warmup", type=int, default=50, help="untimed chats per path first (default 50)")
     parser.add_argument("--streams", type=int, default=20, help="timed streams per SSE path (default 20)")
     parser.add_argument("--hf-tokens", type=int, default=256, help="max_tokens of the HF streams (default 256)")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64],
+                        help="concurrent clients per level (default 1 8 64)")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)     # one side, in a child process
     parser.add_argument("--litellm-pythonpath", default=os.environ.get("LITELLM_PROXY_PYTHONPATH", ""),
                         help="a folder with litellm's proxy dependencies (see the docstring)")
     return parser.parse_args()
@@ -121,12 +130,9 @@ class PendingProxy:
 
 # ----- the Serve app -----
 
-
-
 def start_bare_app(url: str) -> None:
-    """Serve's floor for the same two paths: a FastAPI ingress and a deployment making the same SDK call, no aimu.
-
-    Route prefix /bare on the same Serve proxy; the deployment is reachable by handle as ``bare-model``."""
+    """Serve's floor for aimu_ray's one hop: a plain FastAPI ingress making the same SDK call itself (route prefix
+    /bare, deployment ``bare-ingress``), and a plain deployment doing the same for handles (``bare-model``)."""
     from fastapi import FastAPI
     from ray import serve
 
@@ -146,59 +152,88 @@ def start_bare_app(url: str) -> None:
     @serve.deployment(name="bare-ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
     @serve.ingress(api)
     class BareIngress:
-        def __init__(self, model) -> None:
-            self.model = model
+        def __init__(self) -> None:
+            import openai
+
+            self.client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0)
 
         @api.post("/v1/chat/completions")
         async def chat(self, body: dict) -> dict:        # a builtin annotation: it resolves in the replica too
-            return await self.model.run.remote(dict(body, model="m"))
+            reply = await self.client.chat.completions.create(**dict(body, model="m"))
+            return reply.model_dump()
 
-    serve.run(BareIngress.bind(BareModel.bind()), name="bare", route_prefix="/bare",
-              logging_config={"enable_access_log": False})
+    serve.run(BareIngress.bind(), name="bare", route_prefix="/bare", logging_config={"enable_access_log": False})
+    serve.run(BareModel.bind(), name="bare-model", route_prefix=None, logging_config={"enable_access_log": False})
 
 
 class InProcessBackend:
-    """The remote deployment's class, instantiated here: the same code a replica runs, without Ray or Serve."""
+    """What an ingress replica runs for a remote model, built here: the same code, without Ray or Serve."""
 
     def __init__(self, url: str) -> None:
         from aimu_ray.deployments import ServedModel
-        from aimu_ray.deployments.remote_server import RemoteServer
+        from aimu_ray.deployments.remote_models import RemoteModels
 
         self.model = ServedModel(name="echo", model=f"openai-compat:m@{url}/v1", options={"max_retries": 0})
-        self.server = RemoteServer.func_or_class([self.model])
+        self.remote = RemoteModels().backend(self.model)
 
     async def call(self, request):
-        return await self.server.run("echo", request)
+        return await self.remote.call(request)
 
-    async def stream(self, request):
-        async for batch in self.server.stream("echo", request):
-            for item in batch:
-                yield item
+    def stream(self, request):
+        return self.remote.stream(request)
 
 
 # ----- measurements -----
 
-async def chat_latency(paths: dict, requests: int, warmup: int) -> dict[str, list[float]]:
-    for fn in paths.values():
-        for _ in range(warmup):
+async def latency_at(fn, clients: int, requests: int) -> dict:
+    """``requests`` calls of ``fn`` from ``clients`` concurrent loops: per-call ms and requests/s."""
+    times: list[float] = []
+    left = requests
+
+    async def loop() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            start = time.perf_counter()
             await fn()
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    block = max(1, min(BLOCK, requests))
-    for _ in range(max(1, requests // block)):
-        for name, fn in paths.items():
-            for _ in range(block):
-                start = time.perf_counter()
-                await fn()
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return times
+            times.append((time.perf_counter() - start) * 1e3)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(clients)))
+    return {"p50": percentile(times, 0.5), "p90": percentile(times, 0.9), "rps": len(times) / (time.perf_counter() - start)}
+
+
+async def chat_latency(paths: dict, levels: list[int], requests: int, warmup: int) -> dict:
+    """{clients: {path: figures}}; at one client the paths alternate in blocks, so drift hits each alike."""
+    for fn in paths.values():
+        await latency_at(fn, 1, warmup)
+    table: dict = {}
+    for clients in levels:
+        if clients == 1:
+            runs: dict[str, list] = {name: [] for name in paths}
+            block = max(1, min(BLOCK, requests))
+            for _ in range(max(1, requests // block)):
+                for name, fn in paths.items():
+                    runs[name].append(await latency_at(fn, 1, block))
+            table[clients] = {name: _merged(parts) for name, parts in runs.items()}
+        else:
+            table[clients] = {name: await latency_at(fn, clients, max(requests, clients * 10))
+                              for name, fn in paths.items()}
+    return table
+
+
+def _merged(parts: list[dict]) -> dict:
+    return {"p50": statistics.median(p["p50"] for p in parts), "p90": statistics.median(p["p90"] for p in parts),
+            "rps": statistics.mean(p["rps"] for p in parts)}
 
 
 def sdk_stream(sdk, model: str, prompt: str, **kwargs):
     """A streaming path over an OpenAI SDK client: (content chunks, completion tokens or None, first chunk s)."""
     async def run():
         start, first, chunks, tokens = time.perf_counter(), None, 0, None
-        for chunk in sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
-                                                 stream=True, stream_options={"include_usage": True}, **kwargs):
+        stream = await sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                                   stream=True, stream_options={"include_usage": True}, **kwargs)
+        async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 chunks += 1
                 first = first or time.perf_counter() - start
@@ -235,142 +270,171 @@ async def stream_rates(paths: dict, streams: int) -> dict[str, dict]:
             total["tokens"] += tokens or 0
             total["usage"] &= tokens is not None
             total["first"].append((first or 0) * 1e3)
-    return totals
+    return {name: {"streams": len(t["first"]), "chunks": t["chunks"] // len(t["first"]),
+                   "chunks_s": t["chunks"] / t["seconds"],
+                   "tokens_s": t["tokens"] / t["seconds"] if t["usage"] else None,
+                   "first_ms": percentile(t["first"], 0.5)} for name, t in totals.items()}
 
 
-async def measure(args, url: str, app: str, litellm: tuple[str | None, str]) -> tuple[dict, dict, dict]:
+async def measure(args, url: str, app: str, litellm: tuple[str | None, str]) -> dict:
+    import httpx
     import openai
     from ray import serve
 
-    from aimu_ray.deployments import connect
+    from aimu_ray.backends.serve import INGRESS, ServeBackend
+    from aimu_ray.clients.requests import chat_request
     from aimu_ray.clients.served import served_client
+    from aimu_ray.deployments import connect
+    from aimu_ray.models.model_string import resolve_model
+    from aimu_ray.models.wire import Endpoint
 
-    direct = openai.OpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0)
-    http = openai.OpenAI(base_url=f"{app}/v1", api_key="none", max_retries=0, timeout=120)
+    pool = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+
+    def sdk(base: str, key: str = "none"):
+        return openai.AsyncOpenAI(base_url=base, api_key=key, max_retries=0, timeout=120,
+                                  http_client=openai.DefaultAsyncHttpxClient(limits=pool))
+
+    direct, http, bare_http = sdk(f"{url}/v1", "bench"), sdk(f"{app}/v1"), sdk(f"{app}/bare/v1")
     backend = InProcessBackend(url)
-    local = served_client(backend.model.model, backend, "text")
-    handle = await connect("echo")
-    bare_handle = serve.get_deployment_handle("bare-model", app_name="bare")
-    bare_http = openai.OpenAI(base_url=f"{app}/bare/v1", api_key="none", max_retries=0, timeout=120)
+    handle = ServeBackend(serve.get_deployment_handle(INGRESS, app_name="aimu_ray"), "echo")
+    bare_handle = serve.get_deployment_handle("bare-model", app_name="bare-model")
     proxy_url, proxy_key = litellm
-    proxy = openai.OpenAI(base_url=proxy_url, api_key=proxy_key, max_retries=0, timeout=120) if proxy_url else None
+    proxy = sdk(proxy_url, proxy_key) if proxy_url else None
+    request = chat_request(resolve_model("openai-compat:m"), Endpoint(), USER, generate_kwargs=SMALL, warn=print)
 
     async def sdk_direct():
-        direct.chat.completions.create(model="m", messages=USER, **SMALL)
+        await direct.chat.completions.create(model="m", messages=USER, **SMALL)
 
     async def aimu_local():
-        local.messages = []
-        await local.chat("hi", generate_kwargs=SMALL)
+        await backend.call(request)
 
     async def serve_handle():
-        handle.messages = []
-        await handle.chat("hi", generate_kwargs=SMALL)
+        await handle.call(request)
 
     async def serve_bare_handle():
         await bare_handle.run.remote({"model": "m", "messages": USER, **SMALL})
 
     async def http_bare():
-        bare_http.chat.completions.create(model="m", messages=USER, **SMALL)
+        await bare_http.chat.completions.create(model="m", messages=USER, **SMALL)
 
     async def http_aimu_ray():
-        http.chat.completions.create(model="echo", messages=USER, **SMALL)
+        await http.chat.completions.create(model="echo", messages=USER, **SMALL)
 
     async def http_litellm():
-        proxy.chat.completions.create(model="echo", messages=USER, **SMALL)
+        await proxy.chat.completions.create(model="echo", messages=USER, **SMALL)
 
     paths = {"SDK direct": sdk_direct, "aimu in-process": aimu_local, "bare Serve handle": serve_bare_handle,
              "Serve handle": serve_handle, "bare Serve HTTP": http_bare, "HTTP aimu_ray": http_aimu_ray}
     if proxy:
         paths["HTTP LiteLLM"] = http_litellm
-    latency = await chat_latency(paths, args.requests, args.warmup)
+    latency = await chat_latency(paths, args.clients, args.requests, args.warmup)
 
     long_prompt = " ".join(f"w{i}" for i in range(LONG_WORDS))
+    local = served_client(backend.model.model, backend, "text")
     echo = {"SDK direct": sdk_stream(direct, "m", long_prompt), "aimu in-process": client_stream(local, long_prompt),
-            "Serve handle": client_stream(handle, long_prompt), "HTTP aimu_ray": sdk_stream(http, "echo", long_prompt)}
+            "Serve handle": client_stream(await connect("echo"), long_prompt),
+            "HTTP aimu_ray": sdk_stream(http, "echo", long_prompt)}
     if proxy:
         echo["HTTP LiteLLM"] = sdk_stream(proxy, "echo", long_prompt)
     echo_rates = await stream_rates(echo, args.streams)
 
-    tiny = await connect("tiny")
     hf_kwargs = {"max_tokens": args.hf_tokens, "temperature": 0}
     prompt = "tell me about the quick brown fox"
-    hf = {"Serve handle": client_stream(tiny, prompt, **hf_kwargs),
+    hf = {"Serve handle": client_stream(await connect("tiny"), prompt, **hf_kwargs),
           "HTTP aimu_ray": sdk_stream(http, "tiny", prompt, **hf_kwargs)}
     hf_rates = await stream_rates(hf, max(1, args.streams // 2))
-    direct.close(), http.close(), bare_http.close()
-    if proxy:
-        proxy.close()
-    return latency, echo_rates, hf_rates
+    for client in (direct, http, bare_http, proxy):
+        if client is not None:
+            await client.close()
+    return {"latency": latency, "echo": echo_rates, "hf": hf_rates}
 
 
-# ----- report -----
-
-def report(args, latency: dict, echo: dict, hf: dict, litellm_note: str) -> None:
-    p = {name: (percentile(v, 0.5), percentile(v, 0.9), percentile(v, 0.99)) for name, v in latency.items()}
-    base = p["SDK direct"][0]
-    print(f"\nOne small chat, sequential, {len(latency['SDK direct'])} timed per path after {args.warmup} warm-up "
-          f"(ms); loopback server answering at once; 2 cores")
-    print(f"{'path':<18}{'p50':>8}{'p90':>8}{'p99':>8}{'- SDK p50':>11}{'x SDK':>8}")
-    for name, (p50, p90, p99) in p.items():
-        print(f"{name:<18}{p50:>8.2f}{p90:>8.2f}{p99:>8.2f}{p50 - base:>11.2f}{p50 / base:>8.2f}")
-    if "HTTP LiteLLM" not in p:
-        print(f"{'HTTP LiteLLM':<18}not measured: {litellm_note}")
-
-    http, hnd, loc = p["HTTP aimu_ray"], p["Serve handle"], p["aimu in-process"]
-    added = http[0] - hnd[0]
-    print(f"\nHTTP - handle:        p50 {added:+.2f} ms, p90 {http[1] - hnd[1]:+.2f} ms   "
-          f"(target p50 <= 3.00 ms: {'met' if added <= 3.0 else 'NOT met'})")
-    print(f"HTTP - in-process:    p50 {http[0] - base:+.2f} ms over the SDK direct, "
-          f"{http[0] - loc[0]:+.2f} ms over aimu in-process")
-    print(f"handle - in-process:  p50 {hnd[0] - loc[0]:+.2f} ms (the Serve handle hop and replica)")
-    bare_http, bare_hnd = p["bare Serve HTTP"], p["bare Serve handle"]
-    print(f"Serve's floor:        bare HTTP - bare handle p50 {bare_http[0] - bare_hnd[0]:+.2f} ms; over that floor "
-          f"aimu_ray adds {hnd[0] - bare_hnd[0]:+.2f} ms on the handle path, {http[0] - bare_http[0]:+.2f} ms on HTTP")
-    if "HTTP LiteLLM" in p:
-        lit = p["HTTP LiteLLM"]
-        print(f"LiteLLM vs aimu_ray:  p50 {lit[0]:.2f} vs {http[0]:.2f} ms = {lit[0] / http[0]:.2f}x, "
-              f"p90 {lit[1] / http[1]:.2f}x; LiteLLM adds {lit[0] - base:.2f} ms over the SDK, "
-              f"aimu_ray HTTP {http[0] - base:.2f} ms")
-
-    def rates(title: str, totals: dict) -> None:
-        print(f"\n{title}")
-        print(f"{'path':<18}{'streams':>8}{'chunks':>8}{'chunks/s':>10}{'tokens/s':>10}{'first p50 ms':>14}")
-        for name, t in totals.items():
-            n = len(t["first"])
-            tokens = f"{t['tokens'] / t['seconds']:>10.0f}" if t["usage"] else f"{'-':>10}"
-            print(f"{name:<18}{n:>8}{t['chunks'] // n:>8}{t['chunks'] / t['seconds']:>10.0f}{tokens}"
-                  f"{percentile(t['first'], 0.5):>14.2f}")
-
-    rates(f"SSE, loopback echo of {LONG_WORDS} words sent at once (content chunks per stream, rates over the "
-          f"whole streams)", echo)
-    if "HTTP LiteLLM" not in echo:
-        print(f"{'HTTP LiteLLM':<18}not measured: {litellm_note}")
-    if "HTTP aimu_ray" in echo and "Serve handle" in echo:
-        ratio = echo["HTTP aimu_ray"]["chunks"] / echo["HTTP aimu_ray"]["seconds"] / (
-            echo["Serve handle"]["chunks"] / echo["Serve handle"]["seconds"])
-        print(f"HTTP stream chunks/s = {ratio:.2f}x the handle stream's")
-    rates(f"SSE, tiny HF model (random weights), max_tokens {args.hf_tokens}, greedy, one stream at a time", hf)
-
-
-def main() -> None:
-    args = parse_args()
+def run_side(args) -> None:
+    """One side (fast path on or off) in this process, its figures as JSON on the last line of stdout."""
     hf_dir = offline_tiny_model()
     with tempfile.TemporaryDirectory(prefix="serve-latency-") as workdir, loopback_server(0.0) as url:
         proxy_cm = (contextlib.nullcontext("skipped (--no-litellm)") if args.no_litellm
                     else litellm_proxy(url, Path(workdir), args.litellm_pythonpath))
         with proxy_cm as pending:
             try:
-                app = start_app(url, hf_dir, workdir)
+                app = start_app(url, hf_dir, workdir, fast_serve=args.side == "on")
                 start_bare_app(url)
                 proxy_url, note = pending.wait() if isinstance(pending, PendingProxy) else (None, pending)
                 key = pending.key if proxy_url else None
-                knobs = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("RAY_SERVE_"))
-                print(f"app at {app}; LiteLLM proxy: {note}; load average {os.getloadavg()[0]:.1f} on "
-                      f"{os.cpu_count()} cores; {knobs or 'no RAY_SERVE_* set'}", flush=True)
+                print(f"fast path {args.side}: app at {app}; LiteLLM proxy: {note}; load average "
+                      f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
                 results = asyncio.run(measure(args, url, app, (proxy_url, key)))
             finally:
                 shutdown()
-    report(args, *results, note)
+    results["litellm_note"] = note
+    print(json.dumps(results))
+
+
+# ----- report -----
+
+SIDES = ("off", "on")
+
+
+def report(args, sides: dict[str, dict]) -> None:
+    levels = args.clients
+    print(f"\nOne small chat (ms; requests/s), loopback server answering at once, {args.requests} timed per path and "
+          f"level after {args.warmup} warm-up; 2 cores. Fast path off | on (separate Ray starts, one run).")
+    for clients in levels:
+        print(f"\n{clients} concurrent client{'s' if clients > 1 else ''}")
+        print(f"{'path':<18}" + "".join(f"{f'{m} {side}':>11}" for side in SIDES for m in ("p50", "p90", "req/s")))
+        names = list(sides["on"]["latency"][str(clients)])
+        for name in names:
+            row = "".join(f"{sides[side]['latency'][str(clients)][name][m]:>11.{0 if m == 'rps' else 2}f}"
+                          for side in SIDES for m in ("p50", "p90", "rps"))
+            print(f"{name:<18}{row}")
+        if "HTTP LiteLLM" not in names:
+            print(f"{'HTTP LiteLLM':<18}not measured: {sides['on']['litellm_note']}")
+    print()
+    for side in SIDES:
+        one = sides[side]["latency"]["1"]
+        http, base, hnd = one["HTTP aimu_ray"]["p50"], one["SDK direct"]["p50"], one["Serve handle"]["p50"]
+        bare = one["bare Serve HTTP"]["p50"]
+        print(f"fast path {side:<3}: HTTP p50 - SDK p50 = {http - base:+.2f} ms (target <= 5.00: "
+              f"{'met' if http - base <= 5 else 'NOT met'}); HTTP - handle {http - hnd:+.2f} ms; "
+              f"aimu_ray HTTP - bare Serve HTTP {http - bare:+.2f} ms")
+        if "HTTP LiteLLM" in one:
+            lit = one["HTTP LiteLLM"]["p50"]
+            print(f"{'':<14}LiteLLM proxy p50 {lit:.2f} ms = {lit / http:.2f}x aimu_ray's")
+
+    def rates(title: str, key: str) -> None:
+        print(f"\n{title}")
+        print(f"{'path':<18}" + "".join(f"{f'{m} {side}':>14}" for side in SIDES
+                                        for m in ("chunks/s", "tokens/s", "first ms")))
+        for name in sides["on"][key]:
+            cells = []
+            for side in SIDES:
+                t = sides[side][key][name]
+                tokens = "-" if t["tokens_s"] is None else f"{t['tokens_s']:.0f}"
+                cells += [f"{t['chunks_s']:>14.0f}", f"{tokens:>14}", f"{t['first_ms']:>14.2f}"]
+            print(f"{name:<18}{''.join(cells)}")
+        for side in SIDES:
+            http, hnd = sides[side][key]["HTTP aimu_ray"], sides[side][key]["Serve handle"]
+            print(f"fast path {side:<3}: HTTP chunks/s = {http['chunks_s'] / hnd['chunks_s']:.2f}x the handle's "
+                  f"(target >= 0.90); first chunk HTTP - handle {http['first_ms'] - hnd['first_ms']:+.2f} ms "
+                  f"(target <= 5.00)")
+
+    rates(f"SSE, loopback echo of {LONG_WORDS} words sent at once, {args.streams} streams a path", "echo")
+    rates(f"SSE, tiny HF model (random weights), max_tokens {args.hf_tokens}, greedy, one stream at a time", "hf")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.side:
+        run_side(args)
+        return
+    sides = {}
+    for side in SIDES:
+        command = [sys.executable, __file__, "--side", side, *sys.argv[1:]]
+        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            raise SystemExit(f"the fast path {side} run failed ({done.returncode})")
+        sides[side] = json.loads(done.stdout.strip().splitlines()[-1])
+    report(args, sides)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f} (others may share this machine)")
 
 

@@ -28,7 +28,7 @@ from benchmarks._loopback import loopback_server  # noqa: E402
 from benchmarks._serve_app import offline_tiny_model, shutdown, start_app  # noqa: E402
 
 MIB = 1024 * 1024
-PROCESSES = {"ingress": "ServeReplica:{app}:ingress", "remote replica": "ServeReplica:{app}:remote",
+PROCESSES = {"ingress (and remote calls)": "ServeReplica:{app}:ingress",
              "HF model actor": "ModelActor"}       # the served HF model is a copy of the registry's, not a replica
 
 

@@ -1,8 +1,8 @@
 """Clients for the models a running aimu_ray Serve app serves (``aimu_ray.connect``), by the names it serves them as.
 
 The app's ingress says what a name is. An in-process model's copies are reached directly (the model registry's, as
-``aimu_ray.client`` reaches them: no hop through the ingress); a remote model through the remote deployment's
-handle (``backends.serve.ServeBackend``), which supplies endpoint and key. Either way a Ray app or job gets the same
+``aimu_ray.client`` reaches them: no hop through the ingress); a remote model through the ingress's handle
+(``backends.serve.ServeBackend``), whose replica supplies endpoint and key and calls the provider. Either way a Ray app or job gets the same
 messages, streams, ``last_*`` and typed errors as ``aimu_ray.client(...)``.
 """
 

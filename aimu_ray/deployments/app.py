@@ -1,5 +1,4 @@
-"""The Serve application built from an ``AppConfig``: the ingress in front, and one deployment for every remote
-provider.
+"""The Serve application built from an ``AppConfig``: the ingress, which also calls remote providers itself.
 
 In-process models are not Serve deployments: the ingress sends to their copies, which the model registry places
 (each on its own GPU share, by measured free memory), scales by requests in flight, evicts and reloads, exactly as
@@ -27,11 +26,11 @@ from ..cluster.connection import ensure_ray
 from ..hosts.registry import get_registry
 from .catalog import reset_catalog
 from .config import AppConfig, load_config
-from .ingress import REMOTE, IngressDeployment
-from .remote_server import RemoteServer
+from .files import FILES, Files
+from .ingress import IngressDeployment
 
-REMOTE_ONGOING = 1000             # remote requests are I/O: one replica holds many
-INGRESS_ONGOING = 1000
+INGRESS_ONGOING = 1000            # remote requests are I/O, and copies' requests are waits: one replica holds many
+FILES_ONGOING = 1000              # small reads and writes, each in a thread: one replica holds many
 
 logger = logging.getLogger("aimu_ray")
 
@@ -39,17 +38,16 @@ logger = logging.getLogger("aimu_ray")
 def build_app(args: dict | AppConfig | str | os.PathLike) -> Application:
     """The app for a config (an ``AppConfig``, Serve's ``args`` dict, or a YAML path)."""
     config = load_config(args)
-    ensure_ray()
+    ensure_ray(fast_serve=config.fast_path)
     _start_serve(config)
     reset_catalog(config.name)
     if config.gpu_memory_utilization is not None:
         ray.get(get_registry().set_gpu_memory_utilization.remote(config.gpu_memory_utilization))
-    remote = [model for model in config.models if not model.in_process]
     deployments: dict[str, Application] = {}
-    if remote:
-        deployments[REMOTE] = RemoteServer.options(       # keys: from the nodes' environment, never the config
-            name=REMOTE, ray_actor_options={"num_cpus": 0},
-            **config.remote.deployment_options(REMOTE_ONGOING)).bind(remote)
+    if _makes_files(config):                          # one replica: the files sit on its node's disk
+        deployments[FILES] = Files.options(num_replicas=1, max_ongoing_requests=FILES_ONGOING,
+                                           ray_actor_options={"num_cpus": 0}).bind(
+            config.output_dir, config.files_ttl_s, config.files_max_bytes)
     return IngressDeployment.options(ray_actor_options={"num_cpus": 0},
                                      **config.ingress.deployment_options(INGRESS_ONGOING)).bind(config, deployments)
 
@@ -58,6 +56,12 @@ def run(config: AppConfig, *, blocking: bool = False, access_log: bool = True) -
     """Deploy the app (and Serve's HTTP proxy, on the config's host and port); returns once it is up."""
     serve.run(build_app(config), name=config.name, route_prefix=config.route_prefix, blocking=blocking,
               logging_config={"enable_access_log": access_log})
+
+
+def _makes_files(config: AppConfig) -> bool:
+    """Whether the app may hand out files: it serves image or audio models, or its admin API may add one."""
+    may_add = config.admin_keys_env is not None and "hf" in config.admin.allowed_providers
+    return may_add or any(model.task != "text" for model in config.models)
 
 
 def _start_serve(config: AppConfig) -> None:

@@ -95,7 +95,7 @@ class ServedModel(BaseModel):
         moved = {"num_replicas": "replicas", "autoscaling_config": "min_replicas/max_replicas/target_in_flight",
                  "max_ongoing_requests": "max_in_flight", "max_queued_requests": "max_in_flight"}
         if isinstance(data, dict) and (given := sorted(set(data) & set(moved))):
-            raise ValueError("; ".join(f"{key} is Serve's, for the ingress and remote deployments: a served model "
+            raise ValueError("; ".join(f"{key} is Serve's, for the ingress deployment: a served model "
                                        f"takes {moved[key]}" for key in given))
         return data
 
@@ -115,7 +115,7 @@ class ServedModel(BaseModel):
             raise ValueError(f"audio models are 'hf:' strings, got {self.model!r}")
         if not in_process and (self.serving() or self.load != "startup" or self.keep_alive_s or self.pin):
             raise ValueError(f"replicas, max_in_flight, load, keep_alive_s and pin apply to in-process models "
-                             f"(hf:, llamacpp:), not to {self.model!r}: remote providers scale with `remote`")
+                             f"(hf:, llamacpp:), not to {self.model!r}: remote providers scale with the `ingress`")
         if in_process:
             if self.api_key_env:
                 raise ValueError(f"api_key_env applies to remote providers, not to {self.model!r}")
@@ -148,7 +148,7 @@ class ServedModel(BaseModel):
 
 
 class AppConfig(BaseModel):
-    """The whole app: models, the ingress and remote deployments' scaling, API keys, where outputs go."""
+    """The whole app: models, the ingress's scaling (it calls remote providers too), API keys, where outputs go."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -160,10 +160,16 @@ class AppConfig(BaseModel):
                                                                         "none: no auth")
     api_keys_env: str | None = Field(None, description="an env var with more keys, comma-separated")
     output_dir: Path = Path("output")
+    files_ttl_s: float = Field(3600.0, gt=0, description="how long an image or clip handed out as a URL lives after "
+                                                         "it was written; then it is deleted and its URL answers 404")
+    files_max_bytes: PositiveInt = Field(2 * 1024**3, description="the most the files handed out as URLs may hold in "
+                                                                  "output_dir; over it, the oldest are deleted first")
     public_url: str | None = Field(None, description="base of the image URLs the app hands out; default: the "
                                                      "address the request came to")
     ingress: ReplicaOptions = Field(default_factory=ReplicaOptions)
-    remote: ReplicaOptions = Field(default_factory=ReplicaOptions)
+    fast_path: bool = Field(True, description="a Ray started for this app serves on Ray's fast path: HAProxy in "
+                            "front of ingress replicas that answer HTTP themselves, gRPC between deployments "
+                            "(cluster.connection.fast_serve_env); a running cluster keeps its nodes' settings")
     limits: Limits = Field(default_factory=Limits, description="what one request may carry or ask for (body size, "
                                                                "messages, prompt characters, image pixels, ...)")
     models: list[ServedModel] = Field(min_length=1)

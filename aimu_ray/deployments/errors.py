@@ -3,12 +3,14 @@
 400 fix the request (also when the provider refused it with 400/422); 401 send a key; 404 no such model or route;
 413 a smaller body; 429 and 503 come back after Retry-After; 502/504 the provider failed; 500 the model or this
 server did. The exception handlers, the body-size middleware, the error event of a stream that had started and
-the request metrics all answer from ``ERRORS``, so a status is decided in one place.
+the request metrics all answer from ``ERRORS``, so a status is decided in one place. On Anthropic's Messages route
+the same answer is written as Anthropic's error object, its type read off the status.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -27,6 +29,10 @@ RETRY_AFTER_S = 1
 RELOAD_AFTER_S = 30                # a model that failed to load or lacks its key: not back in a second
 LOADING_AFTER_S = 5                # a model still loading: a few seconds more
 UPSTREAM_REFUSALS = (400, 422)     # a provider refused the request itself (e.g. tools for a model without them)
+ANTHROPIC_ROUTE = re.compile(r"/v1/messages(/|$)")   # where errors are Anthropic's error objects
+# Anthropic's error type of each status; any other 4xx is invalid_request_error, any other 5xx api_error
+ANTHROPIC_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                   429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error"}
 
 
 @dataclass(frozen=True)
@@ -88,14 +94,23 @@ RESPONSES = {status: {"model": ErrorResponse, "description": why} for status, wh
     (503, "model at capacity, not loaded, or unreachable (Retry-After)"), (504, "the provider timed out"))}
 
 
+UPSTREAM_FAILURES = {502, 504}   # a provider failed or timed out: worth a line in the log
+
+
 @dataclass(frozen=True)
 class ErrorAnswer:
     status: int
-    body: dict                    # OpenAI's error object
+    body: dict                    # OpenAI's error object (Anthropic's, from ``anthropic``)
     headers: dict[str, str]
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body, status_code=self.status, headers=self.headers or None)
+
+    def anthropic(self) -> ErrorAnswer:
+        """The same answer as Anthropic's error object: its type follows the status, the message is the same."""
+        kind = ANTHROPIC_TYPES.get(self.status, "api_error" if self.status >= 500 else "invalid_request_error")
+        body = {"type": "error", "error": {"type": kind, "message": self.body["error"]["message"]}}
+        return ErrorAnswer(self.status, body, self.headers)
 
 
 def answer_for(error: Exception) -> ErrorAnswer:
@@ -114,8 +129,12 @@ def answer_for(error: Exception) -> ErrorAnswer:
 
 
 async def error_handler(request, error: Exception) -> JSONResponse:
-    """The app's exception handler for every type in ``HANDLED``."""
-    return answer_for(error).response()
+    """The app's exception handler for every type in ``HANDLED``; Anthropic's route answers in Anthropic's shape."""
+    answer = answer_for(error)
+    if answer.status in UPSTREAM_FAILURES:       # the operator's view of a provider's failure (keys redacted already)
+        logger.warning("%s %s: %d, %s", request.method, request.url.path, answer.status,
+                       answer.body["error"]["message"])
+    return (answer.anthropic() if ANTHROPIC_ROUTE.search(request.url.path) else answer).response()
 
 
 def _read(rule: Any, error: Exception) -> Any:

@@ -3,8 +3,8 @@
 Each served model is resolved once (``served_models``). A chat body becomes a ``ChatRequest`` through the request
 core the Python clients use (kwargs mapping per provider, thinking, limits) and goes to the model: an in-process
 model's copies through the model registry (loaded at start, or at the first request with ``load: on_demand``,
-which waits up to ``load_wait_s``), a remote model through the remote deployment's handle. Its ``ChatResult`` (or
-stream) comes back as OpenAI's JSON (or SSE). A remote model takes tools, images and ``reasoning_effort`` as asked
+which waits up to ``load_wait_s``), a remote model straight from this replica (``remote_models``). Its
+``ChatResult`` (or stream) comes back as OpenAI's JSON or SSE, or Anthropic's on ``/v1/messages``. A remote model takes tools, images and ``reasoning_effort`` as asked
 and its provider judges them; an in-process model is checked here. Admin routes (their own keys) load, unload, add
 and remove models at runtime, within the config's ``admin`` policy. Errors answer from the one table in ``errors``;
 bodies over the limit stop in ``body_limit``.
@@ -17,36 +17,36 @@ import base64
 import hmac
 import json
 import logging
-import re
-import secrets
 import time
 from contextlib import aclosing, asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from ray import serve
 
 from ..backends.serve import INGRESS
-from ..clients.requests import audio_request, fold, image_request
+from ..clients.requests import audio_request, image_request
+from ..cluster.survey import is_made_up, survey
 from ..hosts.registry import get_registry
 from ..models.limits import set_limits
 from ..models.outputs import encode_audio, encode_image
 from ..models.placements import ModelPlacement
-from ..models.wire import ChatDelta, ChatResult
 from .admin import served_as
+from .anthropic_api import AnthropicEvents, MessagesRequest, message_answer, message_events
 from .body_limit import BodyLimit
+from .cluster_view import ClusterView, cluster_view
 from .config import AppConfig
-from .errors import HANDLED, RESPONSES, answer_for, error_handler
-from .metrics import Metrics
-from .openai_api import (AudioGenerationRequest, ChatCompletionRequest, ImageGenerationRequest, chat_chunk,
-                         chat_completion, completion_id, delta_out, finish_reason, tool_calls_delta, usage_out)
+from .errors import HANDLED, RESPONSES, ErrorAnswer, answer_for, error_handler
+from .files import FILE_NAME, FILES, by_reference, media_type
+from .metrics import EngineClock, Metrics
+from .openai_api import AudioGenerationRequest, ChatCompletionRequest, ImageGenerationRequest
+from .openai_completions import CompletionRequest, chat_answer, chat_chunks, text_answer, text_chunks
+from .remote_models import RemoteModel
 from .served_models import Served, ServedModels
-from .status import model_state, serve_apps
+from .ui import asset as ui_asset
 
 logger = logging.getLogger("aimu_ray")
-FILE_NAME = re.compile(r"^[A-Za-z0-9_-]{20,64}\.(png|wav)$")
-REMOTE = "remote"              # the one deployment of every remote-provider model
 CARD_PLACEMENT = {"replica", "state", "node_id", "device", "gpu_ids", "num_gpus", "need_bytes", "reserved_bytes",
                   "used_bytes", "estimate_error_pct", "used_vram_bytes", "used_ram_bytes", "in_flight",
                   "reason"}   # a card's view of one copy
@@ -57,13 +57,12 @@ api = FastAPI(title="aimu_ray", version="1", description="OpenAI-compatible chat
 
 class Ingress:
     async def __init__(self, config: AppConfig, deployments: dict) -> None:
-        """``deployments``: the remote deployment's handle (Serve binds it), when the app has remote models."""
+        """``deployments``: handles of the app's other deployments, by name (Serve binds them)."""
         self._config = config
         self._app = serve.get_replica_context().app_name
         self.keys, self.admin_keys = config.bearer_keys(), config.admin_keys()
-        self._files = config.output_dir.resolve()
-        self._files.mkdir(parents=True, exist_ok=True)
-        self._models = ServedModels(config, deployments.get(REMOTE), self._app)
+        self._files = by_reference(deployments.get(FILES))     # none: the app makes no images or clips
+        self._models = ServedModels(config, self._app)
         self._metrics = Metrics()
         set_limits(config.limits)          # the request core checks the app's limits here; BodyLimit reads them too
         await self._models.load_at_start()
@@ -71,14 +70,24 @@ class Ingress:
     # ----- for Python callers (``clients.served.connect``) -----
 
     async def describe(self, name: str) -> dict:
-        """What a caller needs to reach the model itself: an in-process model's load (its copies), or the remote
-        deployment that serves it."""
+        """What a caller needs to reach the model itself: an in-process model's load (its copies), or this
+        deployment, which calls a remote provider itself (``run`` and ``stream`` below)."""
         await self._models.sync()
         served = self._models.get(name)
         if served is None:
             raise ValueError(f"No served model named {name!r}. Served: {self._names()}.")
         return {"model": served.config.model, "task": served.config.task, "load": served.load,
-                "deployment": None if served.load else REMOTE}
+                "deployment": None if served.load else INGRESS}
+
+    async def run(self, name: str, request):
+        """A remote model's whole answer, for a handle (``backends.serve.ServeBackend``)."""
+        return await (await self._remote(name)).call(request)
+
+    async def stream(self, name: str, request) -> AsyncIterator[list]:
+        """A remote model's stream for a handle, in batches of what is ready (one message per batch)."""
+        async with aclosing((await self._remote(name)).batches(request)) as batches:
+            async for batch in batches:
+                yield batch
 
     # ----- HTTP -----
 
@@ -93,60 +102,95 @@ class Ingress:
 
     async def list_models(self) -> dict:
         await self._models.sync()
-        status = (await asyncio.to_thread(serve_apps)).get(self._app, {})
         rows = self._named(await _registry_rows())
-        cards = await asyncio.gather(*(self._model_card(served, status, rows) for served in self._models.all()))
+        cards = [self._model_card(served, rows) for served in self._models.all()]
         return {"object": "list", "data": list(cards)}
 
     async def get_model(self, name: str) -> dict:
         """One served model's card, as OpenAI's ``GET /v1/models/{id}`` answers; 404 for a name not served."""
         served = await self._known(name)
-        status = (await asyncio.to_thread(serve_apps)).get(self._app, {})
-        return await self._model_card(served, status, self._named(await _registry_rows()))
+        return self._model_card(served, self._named(await _registry_rows()))
 
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         served = await self._serving(body.model, "text")
         if body.has_images() and not served.model.caps.vision:
             raise HTTPException(400, f"Model {body.model!r} does not take images.")
-        if body.tools and body.tool_choice != "none" and not served.model.caps.tools:
+        if body.tool_list() and body.choice() != "none" and not served.model.caps.tools:
             raise HTTPException(400, f"Model {body.model!r} does not take tools (its config can say so with "
                                      "';tools' after its model string).")
         if body.stream:
-            return await self._event_stream(body.model, "chat", self._chat_events(served, body))
-        async with self._observed(body.model, "chat"):
-            answer = fold(await served.backend.call(body.as_request(served.model, served.warn)), served.model)
-        self._metrics.count_tokens(body.model, answer.usage)
-        return chat_completion(completion_id(), body.model, answer)
+            return await self._event_stream(served, "chat", lambda clocked: self._chat_events(clocked, body))
+        async with self._observed(body.model, "chat") as clock:
+            return await chat_answer(clock.around(served), body, self._metrics.count_tokens)
+
+    async def completions(self, body: CompletionRequest, request: Request):
+        """OpenAI's legacy text completions, each prompt sent as a user message (``openai_completions``)."""
+        served = await self._serving(body.model, "text")
+        if body.stream:
+            return await self._event_stream(
+                served, "completions", lambda clocked: text_chunks(clocked, body, self._metrics.count_tokens))
+        async with self._observed(body.model, "completions") as clock:
+            return await text_answer(clock.around(served), body, self._metrics.count_tokens)
+
+    async def messages(self, body: MessagesRequest, request: Request):
+        """Anthropic's Messages API on the same models (``anthropic_api``); ``anthropic-version`` is not read."""
+        served = await self._serving(body.model, "text")
+        if body.stream:
+            return await self._event_stream(
+                served, "messages", lambda clocked: message_events(clocked, body, self._metrics.count_tokens),
+                AnthropicEvents)
+        async with self._observed(body.model, "messages") as clock:
+            return await message_answer(clock.around(served), body, self._metrics.count_tokens)
 
     async def image_generations(self, body: ImageGenerationRequest, request: Request) -> dict:
         served = await self._serving(body.model, "image")
         settings = {key: value for key in ("negative_prompt", "num_inference_steps", "guidance_scale", "seed")
                     if (value := getattr(body, key)) is not None}
-        async with self._observed(body.model, "images"):
+        async with self._observed(body.model, "images") as clock:
             asked = image_request(provider=served.model.provider, model=served.model.model_id, prompt=body.prompt,
                                   num_images=body.n, **body.dimensions(), **settings)
-            pngs = [encode_image(pixels, "bytes") for pixels in (await served.backend.call(asked)).images]
-        return self._media(pngs, "png", body.response_format, request)
+            pngs = [encode_image(pixels, "bytes") for pixels in (await clock.around(served).backend.call(asked)).images]
+        return await self._media(pngs, "png", body.response_format, request)
 
     async def audio_generations(self, body: AudioGenerationRequest, request: Request):
         served = await self._serving(body.model, "audio")
-        async with self._observed(body.model, "audio"):
+        async with self._observed(body.model, "audio") as clock:
             asked = audio_request(provider=served.model.provider, model=served.model.model_id, prompt=body.prompt,
                                   duration_s=body.duration_s, num_inference_steps=body.num_inference_steps,
                                   num_audio=body.n, seed=body.seed)
-            wavs = [encode_audio(clip, "bytes") for clip in (await served.backend.call(asked)).clips]
+            wavs = [encode_audio(clip, "bytes") for clip in (await clock.around(served).backend.call(asked)).clips]
         if body.response_format == "wav":                # one clip: the body checked n == 1
             return Response(wavs[0], media_type="audio/wav")
-        return self._media(wavs, "wav", body.response_format, request)
+        return await self._media(wavs, "wav", body.response_format, request)
 
-    async def files(self, name: str) -> FileResponse:
-        """A generated image or clip, by the unguessable name its response carried."""
-        path = self._files / name
-        if not FILE_NAME.fullmatch(name) or not path.is_file():
+    async def files(self, name: str) -> Response:
+        """A generated image or clip, by the unguessable name its response carried, from the files deployment: any
+        ingress replica serves it until it expires."""
+        data = await self._files.get.remote(name) if self._files and FILE_NAME.fullmatch(name) else None
+        if data is None:
             raise HTTPException(404, "No such file.")
-        return FileResponse(path, media_type="image/png" if name.endswith(".png") else "audio/wav")
+        return Response(data, media_type=media_type(name))
+
+    async def cluster(self) -> ClusterView:
+        """Each node's GPUs and RAM with this app's model copies on them: the dashboard's memory bars."""
+        inventory, rows = await asyncio.gather(survey(), _registry_rows())
+        return cluster_view(inventory, self._named(rows), is_made_up())
+
+    async def ui(self) -> FileResponse:
+        """The dashboard's page (open: it holds no data, and asks for a key to read any)."""
+        return ui_asset("index.html")
+
+    async def ui_file(self, asset: str) -> FileResponse:
+        return ui_asset(asset)
 
     # ----- helpers -----
+
+    async def _remote(self, name: str) -> RemoteModel:
+        await self._models.sync()
+        served = self._models.get(name)
+        if served is None or served.load is not None:
+            raise ValueError(f"No remote model named {name!r} is served here.")
+        return served.backend
 
     async def _serving(self, name: str, task: str) -> Served:
         """The served model a request names, loaded: 404 if none, 400 if it makes something else, 503 while it
@@ -168,28 +212,26 @@ class Ingress:
         names = {served.load.key(): served.config.name for served in self._models.all() if served.load}
         return [row.model_copy(update={"name": names[row.key]}) for row in rows if row.key in names]
 
-    def _media(self, files: list[bytes], suffix: str, response_format: str, request: Request) -> dict:
+    async def _media(self, files: list[bytes], suffix: str, response_format: str, request: Request) -> dict:
         """OpenAI's images answer shape: each file inline (``b64_json``) or as a URL this app serves."""
         if response_format == "url":
-            data = [{"url": self._publish(file, suffix, request)} for file in files]
+            urls = await asyncio.gather(*(self._publish(file, suffix, request) for file in files))
+            data = [{"url": url} for url in urls]
         else:
             data = [{"b64_json": base64.b64encode(file).decode()} for file in files]
         return {"created": int(time.time()), "data": data}
 
-    def _publish(self, data: bytes, suffix: str, request: Request) -> str:
-        name = f"{secrets.token_urlsafe(24)}.{suffix}"
-        (self._files / name).write_bytes(data)
+    async def _publish(self, data: bytes, suffix: str, request: Request) -> str:
+        name = await self._files.put.remote(data, suffix)
         base = self._config.public_url or str(request.base_url)
         return f"{base.rstrip('/')}/v1/files/{name}"
 
-    async def _model_card(self, served: Served, status: dict, rows: list[ModelPlacement]) -> dict:
+    def _model_card(self, served: Served, rows: list[ModelPlacement]) -> dict:
         """OpenAI's model object, with its state and, for an in-process model, a row per copy."""
         name = served.config.name
         mine = [row for row in rows if row.name == name]
         if served.load is None:
-            state, error = model_state(status.get(REMOTE))
-            if state == "ready":                       # the deployment runs: is the model usable (its key)?
-                state, error = await self._models.remote_state(name)
+            state, error = served.backend.state()      # usable, or why not (its key, say)
         else:
             state, error = _copies_state(mine), self._models.load_errors.get(name)
             state = "failed" if error and state == "unloaded" else state
@@ -252,12 +294,16 @@ class Ingress:
 
     async def _card_of(self, name: str) -> dict:
         rows = self._named(await _registry_rows())
-        return await self._model_card(self._models.get(name), {}, rows)
+        return self._model_card(self._models.get(name), rows)
 
-    async def _event_stream(self, model: str, route: str, events: AsyncIterator[dict]) -> Response:
-        """An SSE response; the first event is awaited here so that an early error is a real status code."""
+    async def _event_stream(self, served: Served, route: str, events_of: Callable[[Served], AsyncIterator[dict]],
+                            wire=None) -> Response:
+        """An SSE response of the events ``events_of`` makes from the served model (clocked for the metrics); the
+        first event is awaited here so that an early error is a real status code. ``wire`` writes the events
+        (``OpenAIEvents`` unless given: Anthropic's route names its events)."""
+        wire, model = wire or OpenAIEvents, served.config.name
         observed = self._observed(model, route)
-        await observed.__aenter__()
+        events = events_of((await observed.__aenter__()).around(served))
         try:
             first = await anext(events)
         except BaseException as error:
@@ -268,16 +314,17 @@ class Ingress:
         async def body() -> AsyncIterator[str]:
             failure: BaseException | None = None
             try:
-                yield _sse(first)
+                yield wire.event(first)
                 async with aclosing(events):
                     async for event in events:
-                        yield _sse(event)
-                yield "data: [DONE]\n\n"
+                        yield wire.event(event)
+                if wire.end:
+                    yield wire.end
             except Exception as error:        # headers are out: the error travels as an event, as OpenAI's does
                 failure = error
-                payload = answer_for(error).body
-                logger.warning("stream for %s failed after it started: %s", model, payload["error"]["message"])
-                yield _sse(payload)
+                answer = answer_for(error)
+                logger.warning("stream for %s failed after it started: %s", model, answer.body["error"]["message"])
+                yield wire.error(answer)
             except BaseException as error:    # cancelled or closed: the client went away, which is no fault here
                 failure = error
                 logger.info("stream for %s ended early: its client went away or the request was cancelled", model)
@@ -288,42 +335,29 @@ class Ingress:
         return StreamingResponse(body(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def _chat_events(self, served: Served, body: ChatCompletionRequest) -> AsyncIterator[dict]:
-        """OpenAI's chunks; the model's first item is awaited before the role chunk, so an early error has a status."""
-        id, name = completion_id(), body.model
-        result = ChatResult()                         # the stream's last item replaces it
-        async with aclosing(served.backend.stream(body.as_request(served.model, served.warn))) as items:
-            item = await anext(items, None)
-            yield chat_chunk(id, name, {"role": "assistant", "content": ""})
-            while item is not None:
-                if isinstance(item, ChatDelta):
-                    yield chat_chunk(id, name, delta_out(item))
-                else:
-                    result = item
-                item = await anext(items, None)
-        answer = fold(result, served.model)
-        if answer.tool_calls:
-            yield chat_chunk(id, name, tool_calls_delta(answer.tool_calls))
-        yield chat_chunk(id, name, {}, finish_reason(answer.stop_reason, answer.tool_calls))
-        self._metrics.count_tokens(name, answer.usage)
-        if body.stream_options and body.stream_options.include_usage:
-            yield chat_chunk(id, name, None, usage=usage_out(answer.usage))
+    def _chat_events(self, served: Served, body: ChatCompletionRequest) -> AsyncIterator[dict]:
+        """OpenAI's chunks of the body's n choices (``openai_completions.chat_chunks``), their tokens counted."""
+        return chat_chunks(served, body, self._metrics.count_tokens)
 
     @asynccontextmanager
     async def _observed(self, model: str, route: str):
-        """Count, time and gauge one request; the status recorded is the one the caller will see."""
+        """Count, time and gauge one request, and split an answered one's time into the engine's and ours (the clock
+        it yields times the served model it is put ``around``); the status recorded is the one the caller will see."""
         self._metrics.in_flight.labels(model).inc()
-        started = time.perf_counter()
+        started, clock = time.perf_counter(), EngineClock()
         status = 200
         try:
-            yield
+            yield clock
         except BaseException as error:
             status = answer_for(error).status if isinstance(error, Exception) else CLIENT_CLOSED
             self._metrics.errors.labels(model, route, type(error).__name__).inc()
             raise
         finally:
             self._metrics.in_flight.labels(model).dec()
-            self._metrics.latency.labels(model, route).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._metrics.latency.labels(model, route).observe(elapsed)
+            if status == 200:
+                self._metrics.split_time(model, route, elapsed, clock)
             self._metrics.requests.labels(model, route, str(status)).inc()
 
 
@@ -334,9 +368,14 @@ ROUTES = [       # verb, path, method, who (open: probes, scrapers, <img src> of
     ("GET", "/v1/models", "list_models", KEY),
     ("GET", "/v1/models/{name}", "get_model", KEY),
     ("POST", "/v1/chat/completions", "chat_completions", KEY),
+    ("POST", "/v1/completions", "completions", KEY),
+    ("POST", "/v1/messages", "messages", KEY),     # Anthropic's Messages API
     ("POST", "/v1/images/generations", "image_generations", KEY),
     ("POST", "/v1/audio/generations", "audio_generations", KEY),
     ("GET", "/v1/files/{name}", "files", OPEN),
+    ("GET", "/v1/cluster", "cluster", KEY),
+    ("GET", "/ui", "ui", OPEN),                 # the dashboard: its files hold no data
+    ("GET", "/ui/{asset}", "ui_file", OPEN),
     ("POST", "/v1/models/{name}/load", "load_model", ADMIN),
     ("POST", "/v1/models/{name}/unload", "unload_model", ADMIN),
     ("PUT", "/v1/models/{name}", "put_model", ADMIN),
@@ -346,10 +385,12 @@ ROUTES = [       # verb, path, method, who (open: probes, scrapers, <img src> of
 
 async def require_key(request: Request) -> None:
     """Bearer auth, as a route dependency: it runs before the body is read, and costs nothing without keys. An
-    admin key opens these routes too."""
+    admin key opens these routes too, and Anthropic's clients' ``x-api-key`` header does as a bearer token does."""
     ingress = serve.get_replica_context().servable_object
-    if ingress.keys and not _authorized(request, ingress.keys | ingress.admin_keys):
-        raise HTTPException(401, "Missing or wrong API key: send 'Authorization: Bearer <key>'.")
+    keys = ingress.keys | ingress.admin_keys
+    if ingress.keys and not (_authorized(request, keys) or _is_key(request.headers.get("x-api-key"), keys)):
+        raise HTTPException(401, "Missing or wrong API key: send 'Authorization: Bearer <key>' (or 'x-api-key: "
+                                 "<key>').")
 
 
 async def require_admin_key(request: Request) -> None:
@@ -366,7 +407,11 @@ async def require_admin_key(request: Request) -> None:
 
 def _authorized(request: Request, keys: set[str]) -> bool:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
+    return scheme.lower() == "bearer" and _is_key(token, keys)
+
+
+def _is_key(token: str | None, keys: set[str]) -> bool:
+    return token is not None and any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
 
 
 GUARDS = {OPEN: [], KEY: [Depends(require_key)], ADMIN: [Depends(require_admin_key)]}
@@ -387,6 +432,18 @@ def _copies_state(rows: list[ModelPlacement]) -> str:
 
 def _sse(event: dict) -> str:
     return f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+class OpenAIEvents:
+    """How the stream core writes OpenAI's streams: ``data:`` lines, a failure as one more holding the error object,
+    and ``[DONE]`` at the end (``anthropic_api.AnthropicEvents`` is the other wire)."""
+
+    end = "data: [DONE]\n\n"
+    event = staticmethod(_sse)
+
+    @staticmethod
+    def error(answer: ErrorAnswer) -> str:
+        return _sse(answer.body)
 
 
 async def _registry_rows() -> list[ModelPlacement]:

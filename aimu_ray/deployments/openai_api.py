@@ -1,8 +1,9 @@
 """The OpenAI-compatible HTTP surface: request bodies (validated), response bodies, error objects.
 
-Bodies reject unknown fields, so a parameter the server would ignore (``logprobs``, ``n=2``) is a 400
-naming it, not a silent surprise. Images may arrive only as ``data:`` URLs: the server never fetches
-a URL a request names (engines would: HF vision loads http URLs and file paths). A chat body becomes a
+Bodies take every field of OpenAI's request and reject any other, so a typo is a 400 naming it; what each of
+OpenAI's fields does here (honoured, forwarded, ignored, refused by name) is decided once, in ``CHAT_FIELDS``.
+Images may arrive only as ``data:`` URLs: the server never fetches a URL a request names (engines would: HF
+vision loads http URLs and file paths). A chat body becomes a
 ``ChatRequest`` through the request core the Python clients use, and a ``ChatResult`` comes back as
 OpenAI's answer, with no client object between.
 """
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..clients.requests import Answer, advertised_tools, chat_request
 from ..models.model_string import ResolvedModel
 from ..models.structured import ResponseSchema
-from ..models.wire import ChatDelta, ChatRequest, Endpoint
+from ..models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, TokenLogprob
 
 
 class Body(BaseModel):
@@ -140,7 +141,74 @@ class ResponseFormat(Body):
         """What every served text model holds its answer to: remote ones upstream, in-process ones by grammar."""
         if self.type == "json_schema":
             return ResponseSchema(name=self.json_schema.name, json_schema=self.json_schema.json_schema)
-        return ResponseSchema(name="json_object", json_schema={"type": "object"}) if self.type == "json_object" else None
+        if self.type == "json_object":
+            return ResponseSchema(name="json_object", json_schema={"type": "object"})
+        return None
+
+
+class FunctionName(Body):
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(Body):
+    """``{"type": "function", "function": {"name": ...}}``: the model must call that function."""
+
+    type: Literal["function"]
+    function: FunctionName
+
+
+EVERY_WIRE = frozenset({"openai", "anthropic", "ollama", "hf", "llamacpp"})   # the text protocols a model speaks
+IN_PROCESS = frozenset({"hf", "llamacpp"})
+
+
+class FieldRule(BaseModel):
+    """What the server does with one field of OpenAI's chat-completions body, by the served model's wire protocol:
+    the protocols in ``takes`` honour it (an in-process engine, or the upstream it is forwarded to); for the others
+    it is ignored (it changes nothing here) or refused with a 400 naming it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    takes: frozenset[str]
+    otherwise: Literal["ignore", "refuse"] = "refuse"
+    why: str
+
+
+def _rule(takes: frozenset[str] | set[str], why: str, otherwise: Literal["ignore", "refuse"] = "refuse") -> FieldRule:
+    return FieldRule(takes=frozenset(takes), otherwise=otherwise, why=why)
+
+
+# Every field of OpenAI's request (openai SDK: types/chat/completion_create_params.py), decided once. A field that
+# is not here is not OpenAI's: the body refuses it (a typo is a 400 naming it). Value-dependent fields (``n`` > 1,
+# ``tool_choice`` beyond none/auto, ``modalities`` with audio, ``reasoning_effort``) count as asked only then.
+CHAT_FIELDS: dict[str, FieldRule] = {
+    **{name: _rule(EVERY_WIRE, "the request itself, or a setting every engine takes") for name in (
+        "model", "messages", "stream", "stream_options", "temperature", "top_p", "max_tokens",
+        "max_completion_tokens", "tools", "functions", "response_format", "reasoning_effort", "n")},
+    "stop": _rule(EVERY_WIRE, "upstream as stop (Anthropic: stop_sequences); in-process engines cut the answer "
+                              "before it"),
+    "seed": _rule({"openai", "ollama", "hf", "llamacpp"}, "a sampling seed; Anthropic has none"),
+    "frequency_penalty": _rule({"openai", "ollama", "llamacpp"}, "transformers and Anthropic have no such penalty"),
+    "presence_penalty": _rule({"openai", "ollama", "llamacpp"}, "transformers and Anthropic have no such penalty"),
+    "logit_bias": _rule({"openai", "hf", "llamacpp"}, "token ids of the model's vocabulary; HF as sequence_bias"),
+    "logprobs": _rule({"openai", "hf", "llamacpp"}, "HF from the generation scores, llama.cpp from its logits "
+                                                    "(load it with model_kwargs logits_all), upstream as asked"),
+    "top_logprobs": _rule({"openai", "hf", "llamacpp"}, "goes with logprobs"),
+    "tool_choice": _rule({"openai", "anthropic"}, "required or a named function: upstream (Anthropic: any/tool); "
+                                                  "no in-process engine can force a call"),
+    "function_call": _rule({"openai", "anthropic"}, "the deprecated tool_choice, read as one"),
+    "parallel_tool_calls": _rule({"openai"}, "upstream as asked; every other engine returns each call the model "
+                                             "makes", otherwise="ignore"),
+    "verbosity": _rule({"openai"}, "an OpenAI model's setting: forwarded to OpenAI-compatible upstreams"),
+    "web_search_options": _rule({"openai"}, "search is the upstream's own tool; no other model here has one"),
+    "moderation": _rule({"openai"}, "moderation is the upstream's own; nothing here would run it"),
+    "modalities": _rule(set(), "only text comes back: a request for audio is refused"),
+    "audio": _rule(set(), "audio output: every answer here is text"),
+    **{name: _rule(set(), "a hint or a record for OpenAI's platform that changes no answer", otherwise="ignore")
+       for name in ("store", "metadata", "user", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
+                    "prompt_cache_options", "service_tier", "prediction")},
+}
+_REFUSED_ALWAYS = ("audio", "modalities")
+_OFF_WHEN_FALSE = ("logprobs", "stream")         # false asks nothing; parallel_tool_calls false does
 
 
 class ChatCompletionRequest(Body):
@@ -156,51 +224,150 @@ class ChatCompletionRequest(Body):
     seed: int | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[ToolDef] | None = None
-    tool_choice: Literal["none", "auto"] | None = None
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    functions: list[FunctionDef] | None = None
+    function_call: Literal["none", "auto"] | FunctionName | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     response_format: ResponseFormat | None = None
-    n: Literal[1] = 1
-    user: str | None = None
-    # taken and ignored, as they change nothing here: OpenAI's stored completions, their tags, and parallel tool
-    # calls (every engine here returns each call the model makes)
+    n: int = Field(1, ge=1)                               # at most limits.max_choices, checked by the client
+    verbosity: Literal["low", "medium", "high"] | None = None
+    web_search_options: dict[str, Any] | None = None
+    moderation: dict[str, Any] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: dict[str, Any] | None = None
+    # accepted and ignored: see CHAT_FIELDS
     store: bool | None = None
     metadata: dict[str, str] | None = None
-    parallel_tool_calls: bool | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    service_tier: str | None = None
+    prediction: dict[str, Any] | None = None
 
-    def generate_kwargs(self) -> dict[str, Any]:
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        for token, value in (bias or {}).items():
+            if not token.isdigit() or not -100 <= value <= 100:
+                raise ValueError("logit_bias maps token ids (digits) to a bias from -100 to 100")
+        return bias
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_out(cls, modalities: list[str] | None) -> list[str] | None:
+        if modalities and "audio" in modalities:
+            raise ValueError(f"modalities: {CHAT_FIELDS['modalities'].why}")
+        return modalities
+
+    @field_validator("audio")
+    @classmethod
+    def _no_audio(cls, audio: dict | None) -> None:
+        if audio is not None:
+            raise ValueError(f"audio: {CHAT_FIELDS['audio'].why}")
+        return None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs goes with logprobs: true")
+        if self.functions and self.tools:
+            raise ValueError("functions is the deprecated form of tools: send one of the two")
+        if self.function_call is not None and self.tool_choice is not None:
+            raise ValueError("function_call is the deprecated form of tool_choice: send one of the two")
+        return self
+
+    def asked(self) -> list[str]:
+        """The fields this body sets beyond what every model does: each must be honoured by the model's wire."""
+        fields = [name for name in self.model_fields_set
+                  if getattr(self, name) is not None and not (name in _OFF_WHEN_FALSE and getattr(self, name) is False)]
+        choice = self.choice()
+        if choice in (None, "none", "auto"):
+            fields = [name for name in fields if name not in ("tool_choice", "function_call")]
+        return sorted(name for name in fields if name not in _REFUSED_ALWAYS)
+
+    def check_fields(self, protocol: str) -> None:
+        """A 400 (ValueError) naming the first field the served model's ``protocol`` cannot honour."""
+        for name in self.asked():
+            rule = CHAT_FIELDS[name]
+            if protocol not in rule.takes and rule.otherwise == "refuse":
+                takers = ", ".join(_WIRE_NAMES[wire] for wire in sorted(rule.takes)) or "no model here"
+                raise ValueError(f"{name} is not supported for this model ({_WIRE_NAMES[protocol]}); it is taken by "
+                                 f"{takers} ({rule.why}).")
+
+    def choice(self) -> str | NamedToolChoice | None:
+        """``tool_choice``, or the deprecated ``function_call`` read as one."""
+        if isinstance(self.function_call, FunctionName):
+            return NamedToolChoice(type="function", function=self.function_call)
+        return self.tool_choice if self.tool_choice is not None else self.function_call
+
+    def generate_kwargs(self, protocol: str = "openai", index: int = 0) -> dict[str, Any]:
+        """The settings as generate kwargs, in the terms of the model's wire; a seeded choice ``index`` > 0 takes
+        ``seed + index``, so that n choices differ, each deterministically."""
+        rules = {name: CHAT_FIELDS[name] for name in self.asked()}
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
         kwargs = {"temperature": self.temperature, "top_p": self.top_p,
-                  "max_tokens": self.max_completion_tokens or self.max_tokens, "stop": self.stop,
-                  "seed": self.seed, "presence_penalty": self.presence_penalty,
-                  "frequency_penalty": self.frequency_penalty}
+                  "max_tokens": self.max_completion_tokens or self.max_tokens,
+                  "seed": None if self.seed is None else self.seed + index}
+        if stop:
+            kwargs["stop_sequences" if protocol == "anthropic" else "stop"] = stop
+        for name in ("presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "verbosity",
+                     "web_search_options", "moderation", "parallel_tool_calls"):
+            if name in rules and protocol in rules[name].takes:
+                kwargs[name] = getattr(self, name)
+        if self.logprobs and protocol == "llamacpp":
+            kwargs.setdefault("top_logprobs", 0)          # llama-cpp-python returns none without a count
+        choice = self.choice()
+        if choice not in (None, "none", "auto") and self.tool_list():
+            kwargs["tool_choice"] = _anthropic_choice(choice) if protocol == "anthropic" else (
+                choice if isinstance(choice, str) else choice.model_dump())
         return {key: value for key, value in kwargs.items() if value is not None}
 
     def thinking(self) -> bool | str | None:
-        """``reasoning_effort`` in aimu's terms: none → off, minimal → low, the levels as they are."""
+        """``reasoning_effort`` in aimu's terms: none → off, minimal → low, xhigh and max → high."""
         if self.reasoning_effort is None:
             return None
         if self.reasoning_effort == "none":
             return False
-        return "low" if self.reasoning_effort == "minimal" else self.reasoning_effort
+        return {"minimal": "low", "xhigh": "high", "max": "high"}.get(self.reasoning_effort, self.reasoning_effort)
+
+    def tool_list(self) -> list[ToolDef]:
+        """``tools``, or the deprecated ``functions`` as tools."""
+        return self.tools or [ToolDef(type="function", function=function) for function in self.functions or []]
 
     def tool_dicts(self) -> list[dict]:
-        return [tool.model_dump(exclude_none=True) for tool in self.tools or []]
+        return [tool.model_dump(exclude_none=True) for tool in self.tool_list()]
 
     def has_images(self) -> bool:
         return any(isinstance(message.content, list) and any(isinstance(part, ImagePart) for part in message.content)
                    for message in self.messages)
 
-    def as_request(self, model: ResolvedModel, warn: Callable[[str], None]) -> ChatRequest:
-        """This body as the request for a served ``model``; the server owns the endpoint."""
-        use_tools = self.tool_choice != "none"
+    def as_request(self, model: ResolvedModel, warn: Callable[[str], None], index: int = 0) -> ChatRequest:
+        """This body as the request for a served ``model`` (choice ``index`` of n); the server owns the endpoint."""
+        self.check_fields(model.spec.protocol)
+        use_tools = self.choice() != "none"
         tools = advertised_tools(model, self.tool_dicts(), use_tools)
         schema = self.response_format.response_schema() if self.response_format else None
         if schema is not None and model.provider == "anthropic" and tools:
             raise ValueError("response_format on an Anthropic model is answered through a forced tool, which cannot "
                              "go with tools: drop one of the two.")
         return chat_request(model, Endpoint(), [message.as_aimu() for message in self.messages], warn=warn,
-                            generate_kwargs=self.generate_kwargs(), thinking=self.thinking(), tools=tools,
-                            stream=self.stream, response_schema=schema)
+                            generate_kwargs=self.generate_kwargs(model.spec.protocol, index),
+                            thinking=self.thinking(), tools=tools, stream=self.stream, response_schema=schema)
+
+
+_WIRE_NAMES = {"openai": "an OpenAI-compatible upstream", "anthropic": "Anthropic", "ollama": "Ollama",
+               "hf": "in-process transformers", "llamacpp": "in-process llama.cpp"}
+
+
+def _anthropic_choice(choice: str | NamedToolChoice) -> dict:
+    return {"type": "any"} if choice == "required" else {"type": "tool", "name": choice.function.name}
 
 
 SIZE = r"^(auto|[1-9][0-9]{1,3}x[1-9][0-9]{1,3})$"
@@ -264,9 +431,9 @@ FINISH_REASONS = {"length": "length", "max_tokens": "length", "tool_calls": "too
                   "content_filter": "content_filter", "refusal": "content_filter"}
 
 
-def finish_reason(stop_reason: str | None, tool_calls: list) -> str:
+def finish_reason(stop_reason: str | None, tool_calls: list, functions: bool = False) -> str:
     if tool_calls:
-        return "tool_calls"
+        return "function_call" if functions else "tool_calls"
     return FINISH_REASONS.get(stop_reason or "", "stop")
 
 
@@ -288,16 +455,41 @@ def usage_out(usage: dict | None) -> dict | None:
             "total_tokens": usage.get("total_tokens", 0)}
 
 
-def chat_completion(id: str, model: str, answer: Answer) -> dict:
+def summed_usage(answers: list[Answer]) -> dict | None:
+    """The usage of n choices together: each choice is its own generation, its prompt included."""
+    usages = [answer.usage for answer in answers if answer.usage]
+    keys = ("input_tokens", "output_tokens", "total_tokens")
+    return {key: sum(usage.get(key, 0) for usage in usages) for key in keys} if usages else None
+
+
+def logprobs_out(logprobs: list[TokenLogprob] | None) -> dict | None:
+    """OpenAI's ``choices[i].logprobs`` of a chat answer."""
+    if logprobs is None:
+        return None
+    return {"content": [token.model_dump() for token in logprobs], "refusal": None}
+
+
+def chat_message(answer: Answer, functions: bool) -> dict:
+    """The assistant message; asked with the deprecated ``functions``, a call is also its ``function_call``."""
     calls = answer.tool_calls
     message: dict[str, Any] = {"role": "assistant", "content": answer.content or (None if calls else "")}
     if answer.thinking:
         message["reasoning_content"] = answer.thinking
     if calls:
         message["tool_calls"] = tool_calls_out(calls)
-    return {"id": id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(answer.stop_reason, calls)}],
-            "usage": usage_out(answer.usage)}
+        if functions:
+            message["function_call"] = message["tool_calls"][0]["function"]
+    return message
+
+
+def chat_completion(id: str, body: ChatCompletionRequest, choices: list[tuple[ChatResult, Answer]]) -> dict:
+    """OpenAI's answer with a choice per generation, index 0..n-1, and their usage summed."""
+    out = [{"index": index, "message": chat_message(answer, bool(body.functions)),
+            "logprobs": logprobs_out(result.logprobs),
+            "finish_reason": finish_reason(answer.stop_reason, answer.tool_calls, bool(body.functions))}
+           for index, (result, answer) in enumerate(choices)]
+    return {"id": id, "object": "chat.completion", "created": int(time.time()), "model": body.model, "choices": out,
+            "usage": usage_out(summed_usage([answer for _, answer in choices]))}
 
 
 def delta_out(delta: ChatDelta) -> dict:
@@ -310,8 +502,12 @@ def tool_calls_delta(calls: list[dict]) -> dict:
     return {"tool_calls": [dict(call, index=index) for index, call in enumerate(tool_calls_out(calls))]}
 
 
-def chat_chunk(id: str, model: str, delta: dict | None, finish: str | None = None, usage: dict | None = None) -> dict:
-    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+def chat_chunk(id: str, model: str, delta: dict | None, finish: str | None = None, usage: dict | None = None, *,
+               index: int = 0, logprobs: dict | None = None) -> dict:
+    """One stream chunk: a delta of choice ``index`` (with its logprobs, if any), or the usage alone."""
+    choices = [] if delta is None else [{"index": index, "delta": delta, "finish_reason": finish}]
+    if logprobs is not None:
+        choices[0]["logprobs"] = logprobs
     chunk = {"id": id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
              "choices": choices}
     if usage is not None:
@@ -319,6 +515,6 @@ def chat_chunk(id: str, model: str, delta: dict | None, finish: str | None = Non
     return chunk
 
 
-__all__ = ["AudioGenerationRequest", "ChatCompletionRequest", "ImageGenerationRequest", "chat_chunk",
-           "chat_completion", "completion_id", "delta_out", "error_response", "finish_reason", "tool_calls_delta",
-           "usage_out"]
+__all__ = ["CHAT_FIELDS", "AudioGenerationRequest", "ChatCompletionRequest", "FieldRule", "ImageGenerationRequest",
+           "chat_chunk", "chat_completion", "completion_id", "delta_out", "error_response", "finish_reason",
+           "logprobs_out", "summed_usage", "tool_calls_delta", "usage_out"]

@@ -1,6 +1,7 @@
 """The models one ingress replica serves: the config's, and those the admin API added or removed since (the
 app's ``catalog``), each resolved once into what a request needs: its model string as served and the backend that
-reaches it (the remote deployment's handle, or the in-process model's copies through the model registry).
+reaches it (the remote provider, called from this replica, or the in-process model's copies through the model
+registry).
 """
 
 from __future__ import annotations
@@ -11,17 +12,16 @@ import time
 from dataclasses import dataclass
 
 from ray.exceptions import RayActorError
-from ray.serve.handle import DeploymentHandle
 
 from ..backends.base import Backend
 from ..backends.model import model_backend
-from ..backends.serve import ServeBackend
 from ..clients.requests import served_model
 from ..models.errors import ModelLoadingError
 from ..models.load import ModelLoad
 from ..models.model_string import ResolvedModel
 from .catalog import REFRESH_S, catalog
 from .config import AppConfig, ServedModel
+from .remote_models import RemoteModels
 
 logger = logging.getLogger("aimu_ray")
 
@@ -32,7 +32,7 @@ class Served:
 
     config: ServedModel
     model: ResolvedModel           # as served: a remote model passes tools, images and thinking through
-    backend: Backend               # the remote deployment's handle, or the model's copies
+    backend: Backend               # the remote provider (``RemoteModel``), or the model's copies
     load: ModelLoad | None = None  # an in-process model's: its copies' key in the registry's rows
 
     def warn(self, message: str) -> None:
@@ -41,8 +41,9 @@ class Served:
 
 
 class ServedModels:
-    def __init__(self, config: AppConfig, remote: DeploymentHandle | None, app: str) -> None:
-        self._config, self._remote, self._app = config, remote, app
+    def __init__(self, config: AppConfig, app: str) -> None:
+        self._config, self._app = config, app
+        self._remote = RemoteModels()
         self._served = {model.name: self._resolve(model) for model in config.models}
         self._version, self._synced_at = 0, 0.0
         self.load_errors: dict[str, str] = {}       # served name → why its last load failed
@@ -87,14 +88,6 @@ class ServedModels:
             raise
         self.load_errors.pop(served.config.name, None)
 
-    async def remote_state(self, name: str) -> tuple[str, str | None]:
-        """A remote model's state as its deployment sees it: ``failed`` (a missing key, say) or ``ready``."""
-        try:
-            answer = await self._remote.state.remote(name)
-        except Exception as failure:
-            return "failed", type(failure).__name__
-        return answer["state"], answer.get("error")
-
     async def sync(self, now: bool = False) -> None:
         """Take in the admin API's changes (at most every ``REFRESH_S`` unless ``now``)."""
         if not now and time.monotonic() - self._synced_at < REFRESH_S:
@@ -128,4 +121,4 @@ class ServedModels:
         if model.in_process:
             load = model.model_load()
             return Served(model, served_model(model.model), model_backend(load), load)
-        return Served(model, served_model(model.model), ServeBackend(self._remote, model.name))
+        return Served(model, served_model(model.model), self._remote.backend(model))

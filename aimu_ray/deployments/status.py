@@ -16,16 +16,3 @@ def serve_apps() -> dict[str, dict[str, dict]]:
                    for deployment, d in app.deployments.items()}
             for name, app in serve.status().applications.items()}
 
-
-def model_state(deployment: dict | None) -> tuple[str, str | None]:
-    """A deployment's status as a model state: loading, ready, unloaded (scaled to zero) or failed."""
-    if deployment is None:
-        return "loading", None
-    status, running = deployment["status"], deployment["replicas"].get("RUNNING", 0)
-    if "UNHEALTHY" in status or "FAILED" in status:
-        return "failed", deployment["message"] or None
-    if running:
-        return "ready", None
-    if "UPDATING" in status or deployment["replicas"]:
-        return "loading", None
-    return "unloaded", None

@@ -19,7 +19,11 @@ from typing import AsyncIterator
 
 from ..engines.base import Engine
 from ..models.errors import ModelBusyError, ModelError, ModelUnloadedError
+from ..models.modality import Result
 from .coalesce import coalesce
+
+
+RESULTS = Result.__args__       # the types a stream ends with
 
 
 class ModelRetiredError(ModelError):
@@ -53,18 +57,28 @@ class HostCore:
         return time.monotonic() - self._last_used
 
     async def run(self, engine: Engine, request, hold: AbstractAsyncContextManager = nullcontext()):
-        """The engine's whole answer, counted; ``hold`` (a provider's permit) is held around it once counted."""
+        """The engine's whole answer, counted and timed (its ``engine_s``); ``hold`` (a provider's permit) is held
+        around it once counted, and its wait is not the engine's time."""
         with self._serving():
             async with hold:
-                return await engine.run(request)
+                started = time.perf_counter()
+                result = await engine.run(request)
+                if isinstance(result, RESULTS):
+                    result.engine_s = time.perf_counter() - started
+                return result
 
     async def stream(self, engine: Engine, request,
                      hold: AbstractAsyncContextManager = nullcontext()) -> AsyncIterator[list]:
-        """The engine's stream in batches of what is ready, counted; closing it stops the engine."""
+        """The engine's stream in batches of what is ready, counted; closing it stops the engine. The result (last)
+        carries the engine's time from the ask to the result (``coalesce`` reads the engine on, whatever the pace
+        of the reader, so a slow reader does not slow it)."""
         with self._serving():
             async with hold:
+                started = time.perf_counter()
                 async with aclosing(coalesce(engine.stream(request))) as batches:
                     async for batch in batches:
+                        if isinstance(batch[-1], RESULTS):
+                            batch[-1].engine_s = time.perf_counter() - started
                         yield batch
 
     def retire(self) -> int:

@@ -43,6 +43,9 @@ class Limits(BaseModel):
     max_image_pixels: PositiveInt = Field(2048 * 2048, description=(
         "2048x2048 = 4.2 MP, four times SDXL's native 1024x1024; a denoising step grows faster than the pixels, "
         "and a step is both what a request queued behind it waits for and when a request whose caller left stops"))
+    max_choices: PositiveInt = Field(8, description=(
+        "choices of one chat or text completion (``n``, times the prompts of a legacy completion): each one is a "
+        "whole generation, run side by side, so n is a multiplier on everything else a request may ask"))
     max_images: PositiveInt = Field(8, description=(
         "the diffusers engine's default batch (max_batch_size 8): one request fills at most one pipeline call"))
     max_audio_s: PositiveFloat = Field(120.0, description=(
@@ -63,6 +66,10 @@ class Limits(BaseModel):
         depth, chars = _json_shape([*messages, *tools, *params.values()])
         self._check("max_json_depth", depth, "The JSON nesting depth of the messages, tools and settings")
         self._check("max_prompt_chars", chars, "The characters of text in the messages, tools and settings")
+
+    def check_choices(self, count: int) -> None:
+        """The choices one completion asks for (``n``, for each of its prompts)."""
+        self._check("max_choices", count, "The number of choices asked for")
 
     def check_image(self, request: ImageRequest) -> None:
         """The images asked for; a side given alone is taken as a square (the pipelines' defaults are)."""

@@ -54,6 +54,7 @@ class ImageResult(BaseModel):
 
     images: list[np.ndarray]
     total_steps: int = 1
+    engine_s: float | None = None     # seconds its host's engine spent on it (``HostCore``)
 
 
 class AudioRequest(BaseModel):
@@ -93,3 +94,4 @@ class AudioResult(BaseModel):
 
     clips: list[AudioClip]
     total_steps: int = 1
+    engine_s: float | None = None     # seconds its host's engine spent on it (``HostCore``)

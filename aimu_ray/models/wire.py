@@ -71,6 +71,20 @@ class ChatDelta(BaseModel):
     text: str
 
 
+class TopLogprob(BaseModel):
+    """One candidate token at a position, as OpenAI's ``logprobs`` name it: its text, UTF-8 bytes, log-probability."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    """A generated token with its log-probability and the most likely tokens at its position."""
+
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
 class ChatResult(BaseModel):
     """A whole answer; also the last item of every stream, carrying what only the end knows."""
 
@@ -79,3 +93,5 @@ class ChatResult(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     usage: Usage | None = None
     stop_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None       # asked for with ``logprobs``: one per generated token
+    engine_s: float | None = None     # seconds its host's engine spent on it (``HostCore``), for serving-time metrics

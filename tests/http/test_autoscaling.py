@@ -1,8 +1,8 @@
-"""Scaling under HTTP load: Serve adds a replica to the remote deployment, the model registry a copy of an
-in-process model.
+"""Scaling under HTTP load: Serve adds an ingress replica (which calls remote providers itself), the model registry
+a copy of an in-process model.
 
 One app for the module: a remote model on a loopback fake server that answers every request slowly, with Serve's
-``autoscaling_config`` (1 to 2 replicas, one request per replica as the target, no upscale delay), and the tiny HF
+``autoscaling_config`` on the ingress (1 to 2 replicas, one request per replica as the target, no upscale delay), and the tiny HF
 text model with 1 to 2 copies and one request in flight per copy as the target. Sustained concurrent HTTP load must
 start the second replica and the second copy; every request sent meanwhile must succeed. Timeouts here are guards,
 never assertions.
@@ -42,7 +42,7 @@ def slow_server():
 @pytest.fixture(scope="module")
 def app(serve_app, tiny_hf_dir, slow_server, tmp_path_factory):
     config = AppConfig(port=free_port(), output_dir=tmp_path_factory.mktemp("autoscaling"),
-                       remote={"autoscaling_config": SCALING}, models=[
+                       ingress={"autoscaling_config": SCALING}, models=[
         {"name": "slow", "model": f"openai-compat:m@{slow_server.url}/v1", "options": {"max_retries": 0}},
         {"name": "tiny", "model": f"hf:{tiny_hf_dir}", "options": {"max_batch_size": 2},
          "min_replicas": 1, "max_replicas": 2, "target_in_flight": 1},
@@ -84,12 +84,13 @@ async def scale_under_load(app: str, body: dict, count, replicas: int = 2) -> tu
     return running, outcomes
 
 
-async def test_remote_deployment_adds_a_replica_under_load(app):
-    """Remote models share the stateless ``remote`` deployment: slow upstream replies under load scale it out."""
-    assert await asyncio.to_thread(running_replicas, "remote") == 1
+async def test_the_ingress_adds_a_replica_under_remote_load(app):
+    """The ingress calls remote providers itself and holds nothing between requests: slow upstream replies under
+    load scale it out, and requests keep succeeding while the new replica joins."""
+    assert await asyncio.to_thread(running_replicas, "ingress") == 1
     running, outcomes = await scale_under_load(app, {"model": "slow", "messages": USER},
-                                               lambda: running_replicas("remote"))
-    assert running == 2, f"the remote deployment never reached 2 running replicas within {GUARD_S:.0f} s"
+                                               lambda: running_replicas("ingress"))
+    assert running == 2, f"the ingress never reached 2 running replicas within {GUARD_S:.0f} s"
     assert outcomes and all(outcome == 200 for outcome in outcomes), [o for o in outcomes if o != 200][:5]
 
 

@@ -18,6 +18,7 @@ import wave
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 import ray
 from PIL import Image
@@ -25,7 +26,7 @@ from ray import serve
 
 import aimu_ray
 from aimu_ray.demo.servers import free_port
-from aimu_ray.deployments import AppConfig, connect
+from aimu_ray.deployments import AppConfig, ServedModel, connect
 from aimu_ray.hosts.registry import get_registry
 from aimu_ray.models.load import load_for
 
@@ -207,8 +208,8 @@ def test_unknown_model_is_404_with_an_openai_error(sdk):
     ({"model": "tiny"}, "messages"),
     ({"model": "tiny", "messages": []}, "messages"),
     ({"model": "tiny", "messages": USER, "temperature": 7}, "temperature"),
-    ({"model": "tiny", "messages": USER, "n": 3}, "n"),
-    ({"model": "tiny", "messages": USER, "logprobs": True}, "logprobs"),
+    ({"model": "tiny", "messages": USER, "n": 0}, "n"),
+    ({"model": "tiny", "messages": USER, "top_logprobs": 21}, "top_logprobs"),
     ({"model": "tiny", "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://169.254.169.254/x.png"}}]}]}, "messages.0.content"),
     ({"model": "tiny", "messages": [{"role": "user", "content": [
@@ -345,6 +346,22 @@ def test_health_and_metrics_need_no_key(app, sdk):
     assert 'aimu_ray_memory_estimate_error_percent{model="tiny"}' in metrics
 
 
+def test_metrics_split_each_answered_request_into_engine_and_serving_time(app, sdk):
+    sdk.chat.completions.create(model="tiny", messages=USER, max_tokens=2)
+    sdk.chat.completions.create(model="gpt", messages=USER)
+    list(sdk.chat.completions.create(model="gpt", messages=USER, stream=True))
+    samples = {(sample.name, sample.labels.get("model"), sample.labels.get("route")): sample.value
+               for family in text_string_to_metric_families(httpx.get(f"{app}/metrics", timeout=GUARD_S).text)
+               for sample in family.samples if not sample.labels.get("le")}
+    for model in ("tiny", "gpt"):
+        total = samples[("aimu_ray_request_seconds_sum", model, "chat")]
+        engine = samples[("aimu_ray_engine_seconds_sum", model, "chat")]
+        serving = samples[("aimu_ray_serving_seconds_sum", model, "chat")]
+        assert samples[("aimu_ray_engine_seconds_count", model, "chat")] >= 1
+        assert 0 < engine <= total and 0 < serving <= total                  # the engine's time is part of the whole
+        assert engine + serving == pytest.approx(total, rel=0.05, abs=0.05)   # errors (not split) aside, all of it
+
+
 # ----- cancellation -----
 
 def model_state(task: str, folder) -> dict:
@@ -454,8 +471,8 @@ def test_a_key_that_ends_a_long_provider_error_is_in_no_answer_and_no_log(app, f
     answer = post(app, "/v1/chat/completions", {"model": "gpt", "messages": USER})
     assert answer.status_code == 502 and "***" in answer.text and not _holds_a_piece_of_the_key(answer.text)
     deadline = time.monotonic() + GUARD_S
-    while not any(marker in text and "remote" in path for path, text in _log_texts().items()):
-        assert time.monotonic() < deadline, "the remote replica never logged the failed request"
+    while not any(marker in text and "ingress" in path for path, text in _log_texts().items()):
+        assert time.monotonic() < deadline, "the ingress replica never logged the failed request"
         time.sleep(0.2)
     leaks = [path for path, text in _log_texts().items() if _holds_a_piece_of_the_key(text)]
     assert not leaks
@@ -497,24 +514,28 @@ def test_clients_that_leave_streams_are_counted_499_and_leave_no_traceback(app, 
     assert "Traceback" not in printed and "internal error" not in printed, printed[-6000:]
 
 
-async def test_a_replica_lost_mid_request_is_503_with_retry_after(app, fake):
-    url, body = f"{app}/v1/chat/completions", {"model": "gpt", "messages": USER}
-    fake.fault(delay_s=GUARD_S)                       # the provider holds the request while its replica dies
-    sent = len(fake.requests)
+async def test_a_copy_lost_mid_request_is_503_with_retry_after_and_is_replaced(app, tiny_hf_dir):
+    """A model's copy dies under a request: the request may have run, so it is not sent again; the caller gets
+    503 + Retry-After, and the registry puts a new copy in its place."""
+    url = f"{app}/v1/chat/completions"
+    body = {"model": "busy", "messages": USER, "max_tokens": 2000, "temperature": 0}
+    key = ServedModel(name="busy", model=f"hf:{tiny_hf_dir}", options={"max_batch_size": 1},
+                      max_in_flight=2).model_load().key()
+    [copy] = ray.get(get_registry().replicas.remote(key), timeout=GUARD_S)
     async with httpx.AsyncClient(timeout=GUARD_S, headers={"Authorization": f"Bearer {KEY}"}) as http:
         pending = asyncio.create_task(http.post(url, json=body))
-        while len(fake.requests) == sent:
-            await asyncio.sleep(0.05)
-        for actor in ray.util.list_named_actors(all_namespaces=True):
-            if actor["namespace"] == "serve" and actor["name"].startswith("SERVE_REPLICA::aimu_ray#remote#"):
-                ray.kill(ray.get_actor(actor["name"], namespace="serve"))
+        deadline = time.monotonic() + GUARD_S
+        while not (await copy.info.remote())["in_flight"]:
+            assert time.monotonic() < deadline and not pending.done(), "the request never reached the copy"
+            await asyncio.sleep(0.02)
+        ray.kill(copy)
         answer = await pending
         assert answer.status_code == 503 and answer.headers["retry-after"] == "1", answer.text[:300]
         error = answer.json()["error"]
-        assert error["type"] == "model_unavailable_error" and "lost" in error["message"]
-        deadline = time.monotonic() + GUARD_S       # Serve replaces the replica: the model answers again
-        while (await http.post(url, json=body)).status_code != 200:
-            assert time.monotonic() < deadline, "Serve did not replace the lost replica"
+        assert error["type"] == "model_unavailable_error" and "died while running this request" in error["message"]
+        short = dict(body, max_tokens=2)
+        while (await http.post(url, json=short)).status_code != 200:     # a new copy answers
+            assert time.monotonic() < deadline, "the registry did not replace the lost copy"
             await asyncio.sleep(0.5)
 
 

@@ -294,7 +294,7 @@ def test_serve_answers_http_and_handles_until_sigint(cluster, fake, tmp_path):
         assert unknown.returncode == 2
         assert "aimu-ray chat: No served model named 'nosuch'. Served: fake." in unknown.stderr.splitlines()
 
-        assert set(cluster.status()["serve"]["aimu_ray"]) == {"ingress", "remote"}
+        assert set(cluster.status()["serve"]["aimu_ray"]) == {"ingress"}     # which calls the provider itself
 
         server.send_signal(signal.SIGINT)
         assert server.wait(60) == 130, tail(log)

@@ -350,7 +350,7 @@ def test_a_record_that_cannot_be_written_is_a_warning_not_a_failure(records, cap
 def joined(monkeypatch):
     """What ``_connect`` passes to ``ensure_ray``, with a live server recorded and no Ray started."""
     calls = []
-    monkeypatch.setattr(connection, "ensure_ray", calls.append)
+    monkeypatch.setattr(connection, "ensure_ray", lambda address, fast_serve: calls.append(address))
     monkeypatch.setattr(served_rays, "served_ray", lambda: record_of(psutil.Process(), address="127.0.0.1:4242"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return calls

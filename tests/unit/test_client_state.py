@@ -265,7 +265,7 @@ def test_a_base_url_variable_applies_to_its_own_provider_only(monkeypatch):
 
 def test_a_served_remote_model_reads_the_variable_on_its_replica(monkeypatch):
     from aimu_ray.deployments.config import ServedModel
-    from aimu_ray.deployments.remote_server import _endpoint
+    from aimu_ray.deployments.remote_models import _endpoint
 
     monkeypatch.setenv("OPENAI_BASE_URL", "http://replica-proxy/v1")
     monkeypatch.setenv("AIMU_RAY_TEST_KEY", "sk-test")

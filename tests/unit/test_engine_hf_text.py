@@ -317,3 +317,56 @@ async def test_an_idle_engine_waits_its_window_so_that_a_burst_shares_one_batch(
         assert (engine.stats.generate_calls, engine.stats.rows) == (generate_calls, 2)
     finally:
         await engine.aclose()
+
+
+# ----- OpenAI's seed, stop, logprobs and logit_bias -----
+
+SAMPLED = {"do_sample": True, "temperature": 1.0, "top_k": 0}
+
+
+async def test_a_seed_repeats_a_sampled_answer_and_runs_in_a_batch_of_its_own(engine):
+    seeded = [request(12, params={**SAMPLED, "seed": seed}) for seed in (7, 7, 8)]
+    calls = engine.stats.generate_calls
+    first, again, other = await asyncio.gather(*(engine.run(r) for r in seeded))
+    assert first.content == again.content and first.content != other.content
+    assert engine.stats.generate_calls == calls + 3
+
+
+async def test_a_stop_string_ends_the_answer_before_it_in_run_and_stream(engine):
+    whole = await engine.run(request(16))
+    stop = whole.content[3:6]
+    assert len(stop) == 3 and stop not in whole.content[:3]   # the noise must hold it past its start
+    result = await engine.run(request(16, params={"stop": ["never there", stop]}))
+    assert result.content == whole.content[:whole.content.index(stop)] and result.stop_reason == "stop"
+    items = [item async for item in engine.stream(request(16, params={"stop": stop}))]
+    assert "".join(item.text for item in items if isinstance(item, ChatDelta)) == result.content
+    assert result.usage.output_tokens <= whole.usage.output_tokens
+
+
+def test_stop_strings_hold_back_text_that_may_start_one():
+    from aimu_ray.engines.local.hf_text import StopStrings
+
+    stops = StopStrings(["END"])
+    assert [stops.push("abc E"), stops.push("N"), stops.push("x")] == ["abc ", "", "ENx"]
+    assert (stops.push("tail E", final=True), stops.hit) == ("tail E", False)
+    assert (stops.push("a EN"), stops.push("D b"), stops.hit) == ("a ", "", True)
+
+
+async def test_logprobs_name_each_generated_token_with_its_alternatives(engine):
+    result = await engine.run(request(6, params={"logprobs": True, "top_logprobs": 3}))
+    assert len(result.logprobs) == result.usage.output_tokens
+    for token in result.logprobs:
+        assert token.logprob <= 0 and len(token.top_logprobs) == 3
+        assert token.logprob == max(top.logprob for top in token.top_logprobs)     # greedy takes the likeliest
+        assert bytes(token.bytes).decode(errors="backslashreplace") == token.token
+    assert bytes(b for token in result.logprobs for b in token.bytes).decode(errors="replace") == result.content
+    plain = await engine.run(request(6, params={"logprobs": True}))
+    assert plain.logprobs[0].top_logprobs == [] and (await engine.run(request(6))).logprobs is None
+
+
+async def test_logit_bias_is_honoured_as_sequence_bias(engine):
+    whole = await engine.run(request(4, params={"logprobs": True}))
+    banned = whole.logprobs[0].bytes
+    first = engine._tokenizer(bytes(banned).decode(), add_special_tokens=False)["input_ids"][0]
+    biased = await engine.run(request(4, params={"logprobs": True, "logit_bias": {str(first): -100}}))
+    assert biased.logprobs[0].bytes != banned

@@ -144,6 +144,9 @@ class ScriptedLlama:
     def __init__(self, **kwargs):
         pass
 
+    def reset(self):
+        pass
+
     def n_ctx(self) -> int:
         return 4096
 
@@ -218,3 +221,45 @@ async def test_think_tags_split_when_asked(scripted, stream):
 
     assert (result.thinking, result.content) == ("Time?", "It is noon.")
     await engine.aclose()
+
+
+# -- OpenAI's seed, stop and logprobs ------------------------------------------------------------------------
+
+@on_module_loop
+async def test_a_seed_repeats_a_sampled_answer_even_after_another_prompt(engine):
+    first = (await engine.run(ask(seed=11, max_tokens=12))).content
+    await engine.run(ask([{"role": "user", "content": "Something else entirely."}], seed=3))
+    assert (await engine.run(ask(seed=11, max_tokens=12))).content == first
+
+
+@on_module_loop
+async def test_a_stop_string_ends_the_answer_before_it(engine):
+    whole = (await engine.run(ask(seed=5, max_tokens=24))).content
+    stop = whole[4:7]
+    assert len(stop) == 3 and stop not in whole[:6]
+    request = ask(seed=5, max_tokens=24)
+    request.params["stop"] = [stop]
+    result = await engine.run(request)
+    assert result.content == whole[:whole.index(stop)] and result.stop_reason == "stop"
+
+
+@on_module_loop
+async def test_logprobs_need_a_model_loaded_with_logits_all(engine):
+    request = ask()
+    request.params.update(logprobs=True, top_logprobs=2)
+    with pytest.raises(ValueError, match="logits_all"):
+        await engine.run(request)
+
+
+async def test_logprobs_of_a_model_loaded_with_logits_all(tiny_gguf_path):
+    engine = loaded(load(tiny_gguf_path, n_ctx=N_CTX, model_kwargs={"logits_all": True}))
+    try:
+        request = ask(max_tokens=6)
+        request.params.update(logprobs=True, top_logprobs=2)
+        result = await engine.run(request)
+        _, streamed_result = await streamed(engine, request)
+    finally:
+        await engine.aclose()
+    assert len(result.logprobs) == result.usage.output_tokens
+    assert all(token.logprob <= 0 and len(token.top_logprobs) == 2 for token in result.logprobs)
+    assert [t.token for t in streamed_result.logprobs] == [t.token for t in result.logprobs]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 from ray.exceptions import TaskCancelledError
@@ -16,6 +18,14 @@ from ray.exceptions import TaskCancelledError
 from aimu_ray.deployments.body_limit import BodyLimit
 from aimu_ray.deployments.ingress import CLIENT_CLOSED, Ingress
 from aimu_ray.deployments.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class OneModel:
+    """What the stream code reads of a served model: its name, and a backend to clock."""
+
+    config: SimpleNamespace
+    backend: object = None
 
 
 async def test_a_client_that_leaves_a_stream_is_one_info_line_and_a_499(caplog):
@@ -28,7 +38,7 @@ async def test_a_client_that_leaves_a_stream_is_one_info_line_and_a_499(caplog):
         await asyncio.sleep(3600)                # a slow model: the client leaves meanwhile
         yield {"n": 2}
 
-    response = await ingress._event_stream("m", "chat", events())
+    response = await ingress._event_stream(OneModel(SimpleNamespace(name="m")), "chat", lambda served: events())
     body = response.body_iterator
     assert await anext(body) == 'data: {"n":1}\n\n'
     waiting = asyncio.ensure_future(anext(body))

@@ -22,13 +22,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import threading
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Hashable
+from typing import Any, AsyncIterator, Callable, Hashable, Iterator
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
+                          StoppingCriteriaList)
 from transformers.generation.streamers import BaseStreamer
 
 from ...models.errors import ModelError
@@ -44,17 +47,25 @@ class Row:
     ``key``: rows with equal keys may share a forward pass. ``settings``: the row's GenerationConfig.
     ``extra``: model inputs beyond the prompt ids (an image's pixel values); a row that has them must
     have a key of its own, since only the first row's extras reach ``generate``. ``grammar``: the compiled
-    grammar its tokens must follow (``schema=``); rows of one key share it.
+    grammar its tokens must follow (``schema=``); rows of one key share it. ``seed``: the sampling seed of a row
+    that must have a key of its own (``generate`` draws from one generator for the whole batch, so only a batch
+    of one repeats). ``top_logprobs``: asked for logprobs, with this many alternatives; ``scores`` then holds,
+    per generated token, ``(token, logprob, [(alternative, logprob), ...])``.
     """
 
     def __init__(self, input_ids: list[int], max_new_tokens: int, settings: GenerationConfig, key: Hashable,
-                 extra: dict[str, Any] | None = None, grammar: Any = None):
+                 extra: dict[str, Any] | None = None, grammar: Any = None, seed: int | None = None,
+                 top_logprobs: int | None = None):
         self.input_ids = input_ids
         self.max_new_tokens = max_new_tokens
         self.settings = settings
         self.key = key
         self.extra = extra or {}
         self.grammar = grammar
+        self.seed = seed
+        self.top_logprobs = top_logprobs
+        self.scores: list[tuple[int, float, list[tuple[int, float]]]] = []
+        self._step_scores: Any = None           # this step's log-probabilities, until its token is known
         self.generated = 0
         self.cancelled = False                 # the consumer stopped listening
         self._ended = False
@@ -81,6 +92,9 @@ class Row:
     # The feeding side: called from the generation thread (``fail`` also from ``DynamicBatcher.close``).
 
     def accept(self, token: int, is_eos: bool) -> None:
+        if self._step_scores is not None:
+            self.scores.append(_scored(token, self._step_scores, self.top_logprobs))
+            self._step_scores = None
         self.generated += 1
         self._send([token])
         if is_eos or self.generated >= self.max_new_tokens:
@@ -213,8 +227,51 @@ def generate_rows(model: Any, rows: list[Row]) -> None:
         return
     stop = StoppingCriteriaList([_RowLimits(rows, input_ids.shape[1])])
     masks = LogitsProcessorList([GrammarMask(rows, input_ids.shape[1])] if rows[0].grammar is not None else [])
-    model.generate(**inputs, generation_config=config, streamer=streamer, stopping_criteria=stop,
-                   logits_processor=masks)
+    if any(row.top_logprobs is not None for row in rows):
+        masks.append(_LogProbs(rows))
+    with _seeded(rows[0].seed, model.device):
+        model.generate(**inputs, generation_config=config, streamer=streamer, stopping_criteria=stop,
+                       logits_processor=masks)
+
+
+@contextmanager
+def _seeded(seed: int | None, device: Any) -> Iterator[None]:
+    """``generate`` draws from torch's global generator (it takes no other): a seeded batch (of one row) seeds it,
+    and the state before comes back after. Only the generation thread samples, so nothing draws in between."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class _LogProbs(LogitsProcessor):
+    """Keeps each asking row's log-probabilities of this step for its token, which the streamer hands it next.
+
+    Placed after the penalties and the grammar and before the sampling warpers (temperature, top-k, top-p): these
+    are the model's distribution over next tokens as the request shaped it, not the sampler's truncated one."""
+
+    def __init__(self, rows: list[Row]):
+        self._rows = rows
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logprobs = torch.log_softmax(scores.float(), dim=-1).cpu()
+        for row, row_logprobs in zip(self._rows, logprobs):
+            if row.top_logprobs is not None and not row.ended:
+                row._step_scores = row_logprobs
+        return scores
+
+
+def _scored(token: int, logprobs: torch.Tensor, top: int) -> tuple[int, float, list[tuple[int, float]]]:
+    """The token's log-probability and the ``top`` likeliest, leaving out those a mask ruled out (-inf); OpenAI
+    writes -9999.0 for a log-probability too small to say, and so does this."""
+    values, ids = torch.topk(logprobs, top) if top else (torch.empty(0), torch.empty(0, dtype=torch.long))
+    alternatives = [(alternative, value) for alternative, value in zip(ids.tolist(), values.tolist())
+                    if math.isfinite(value)]
+    chosen = float(logprobs[token])
+    return token, chosen if math.isfinite(chosen) else -9999.0, alternatives
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:

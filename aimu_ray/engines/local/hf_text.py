@@ -24,8 +24,9 @@ import copy
 import gc
 import json
 import logging
+import re
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Hashable
 
@@ -40,7 +41,7 @@ from ...models.errors import ContextOverflowError
 from ...models.limits import fewest_tokens
 from ...models.load import ModelLoad, Target
 from ...models.thinking import THINK_OPEN
-from ...models.wire import ChatDelta, ChatRequest, ChatResult, Usage
+from ...models.wire import ChatDelta, ChatRequest, ChatResult, TokenLogprob, TopLogprob, Usage
 from .batching import BatchStats, DynamicBatcher, Row, generate_rows
 from .grammar import SchemaGrammars
 from ..reply import ReplyBuilder
@@ -76,6 +77,7 @@ class HFTextEngine:
         self._defaults = _generation_defaults(self._model.generation_config, self._tokenizer)
         self._context = _context_limit(self._model.config, load.options.get("context_tokens"))
         self._longest_token = longest_token_bytes(self._tokenizer)
+        self._pieces = TokenPieces(self._tokenizer)
         self._grammars = SchemaGrammars(self._tokenizer, self._model.get_output_embeddings().weight.shape[0])
         self._batcher = DynamicBatcher(self._generate, load.options.get("max_batch_size") or DEFAULT_MAX_BATCH_SIZE,
                                        name=f"generate {self._label}",
@@ -96,21 +98,29 @@ class HFTextEngine:
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
         """Deltas as the model makes tokens, then the ``ChatResult``; closing early frees the row's batch slot."""
         prompt = await asyncio.to_thread(self._prepare, request)
-        row = Row(prompt.input_ids, prompt.max_new_tokens, prompt.settings, prompt.key, prompt.extra, prompt.grammar)
+        row = Row(prompt.input_ids, prompt.max_new_tokens, prompt.settings, prompt.key, prompt.extra, prompt.grammar,
+                  seed=prompt.asks.seed, top_logprobs=prompt.asks.top_logprobs)
         reply = ReplyBuilder(request.parse_think_tags, start_inside=prompt.opens_thinking,
                              text_tool_calls=ToolCallStream() if request.tools else None)
-        text = IncrementalDecoder(self._tokenizer)
+        text, stops = IncrementalDecoder(self._tokenizer), StopStrings(prompt.asks.stop)
+        received = 0                                   # tokens read: those past a stop string are not the answer's
         self._batcher.submit(row)
         try:
             async for ids in row.tokens():
-                for delta in reply.add_text(text.push(ids)):
+                received += len(ids)
+                for delta in reply.add_text(stops.push(text.push(ids))):
                     yield delta
+                if stops.hit:                          # the row ends at its next step
+                    break
         finally:
             row.cancel()
         reply.usage = Usage(input_tokens=len(row.input_ids), output_tokens=row.generated,
                             total_tokens=len(row.input_ids) + row.generated)
-        reply.stop_reason = row.stop_reason
-        for item in [*reply.add_text(text.flush()), *reply.finish()]:
+        reply.stop_reason = "stop" if stops.hit else row.stop_reason
+        tail = "" if stops.hit else stops.push(text.flush(), final=True)
+        for item in [*reply.add_text(tail), *reply.finish()]:
+            if isinstance(item, ChatResult) and prompt.asks.top_logprobs is not None:
+                item.logprobs = self._pieces.logprobs(row.scores[:received])
             yield item
 
     async def aclose(self) -> None:
@@ -126,7 +136,9 @@ class HFTextEngine:
 
     def _prepare(self, request: ChatRequest) -> _Prompt:
         """Settings, rendered prompt and token ids; bad input fails here, before the request queues."""
-        settings, template_kwargs = generation_settings(self._defaults, request.params)
+        params = dict(request.params)
+        asks = RequestAsks.take(params)
+        settings, template_kwargs = generation_settings(self._defaults, params)
         messages, images = hf_messages(request.messages, vision=self._processor is not None)
         text = self._render(messages, request.tools, {"enable_thinking": request.parse_think_tags, **template_kwargs})
         fewest = fewest_tokens(text, self._longest_token) if self._longest_token else 0
@@ -136,9 +148,12 @@ class HFTextEngine:
         if self._context and len(input_ids) > self._context:
             raise self._overflow(str(len(input_ids)))
         grammar, schema_key = self._grammar(request, settings)
+        if asks.top_logprobs is not None and (settings.num_beams or 1) > 1:
+            raise ValueError("logprobs come from the steps of one answer: num_beams must be 1.")
+        alone = extra or asks.seed is not None               # see Row: its own batch
         return _Prompt(input_ids=input_ids, extra=extra, opens_thinking=text.rstrip().endswith(THINK_OPEN),
                        settings=settings, max_new_tokens=self._budget(settings, len(input_ids)),
-                       key=object() if extra else (batch_key(settings), schema_key), grammar=grammar)
+                       key=object() if alone else (batch_key(settings), schema_key), grammar=grammar, asks=asks)
 
     def _grammar(self, request: ChatRequest, settings: GenerationConfig) -> tuple[Any, str | None]:
         """The compiled grammar of the request's schema (and the key rows sharing it batch by), or none."""
@@ -197,6 +212,90 @@ class _Prompt:
     max_new_tokens: int
     key: Hashable
     grammar: Any = None
+    asks: RequestAsks = field(default_factory=lambda: RequestAsks())
+
+
+@dataclass
+class RequestAsks:
+    """What a request asks beyond a GenerationConfig: OpenAI's ``seed``, ``stop`` (text at which the answer ends,
+    left out of it) and ``logprobs`` / ``top_logprobs``; ``logit_bias`` becomes transformers' ``sequence_bias``.
+
+    A seeded request runs in a batch of its own: ``generate`` takes no per-row generator, so only a batch of one
+    draws the same numbers again. Stop strings are matched on the decoded text of each row (transformers'
+    ``stop_strings`` would end the whole batch's bookkeeping, not the row), so they never split a batch."""
+
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    top_logprobs: int | None = None
+
+    @classmethod
+    def take(cls, params: dict[str, Any]) -> RequestAsks:
+        """The asks, taken out of ``params`` (``logit_bias`` rewritten in place)."""
+        stop = params.pop("stop", None) or []
+        logprobs, top = params.pop("logprobs", None), params.pop("top_logprobs", None)
+        bias = params.pop("logit_bias", None)
+        if bias:
+            params["sequence_bias"] = [[[int(token)], float(value)] for token, value in bias.items()]
+        return cls(seed=params.pop("seed", None), stop=[stop] if isinstance(stop, str) else list(stop),
+                   top_logprobs=(top or 0) if logprobs else None)
+
+
+class StopStrings:
+    """The answer's text up to the first stop string. Text that may be the start of one is held back until the next
+    piece says (as vLLM does), so nothing past a stop string is ever handed out."""
+
+    def __init__(self, stops: list[str]):
+        self._stops = [stop for stop in stops if stop]
+        self._held = ""
+        self.hit = False
+
+    def push(self, text: str, final: bool = False) -> str:
+        if not self._stops:
+            return text
+        self._held += text
+        found = [index for stop in self._stops if (index := self._held.find(stop)) >= 0]
+        if found:
+            self.hit = True
+            out, self._held = self._held[:min(found)], ""
+            return out
+        keep = 0 if final else max((size for stop in self._stops for size in range(1, len(stop))
+                                    if self._held.endswith(stop[:size])), default=0)
+        out, self._held = self._held[:len(self._held) - keep], self._held[len(self._held) - keep:]
+        return out
+
+
+class TokenPieces:
+    """Generated tokens as OpenAI's logprobs name them: each token's text and UTF-8 bytes (a byte-level token may
+    hold part of a character: its text then shows the bytes escaped), special tokens (an end of turn) left out."""
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer = tokenizer
+        self._special = set(tokenizer.all_special_ids)
+        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+        self._byte_level = any(part["type"] == "ByteLevel" for part in _components(decoder, "decoders"))
+        self._bytes = {char: byte for byte, char in _byte_alphabet().items()}
+
+    def logprobs(self, scores: list[tuple[int, float, list[tuple[int, float]]]]) -> list[TokenLogprob]:
+        return [TokenLogprob(**self._named(token), logprob=logprob,
+                             top_logprobs=[TopLogprob(**self._named(other), logprob=value) for other, value in top])
+                for token, logprob, top in scores if token not in self._special]
+
+    def _named(self, token: int) -> dict[str, Any]:
+        piece = self._tokenizer.convert_ids_to_tokens(token)
+        if self._byte_level and all(char in self._bytes for char in piece):
+            data = bytes(self._bytes[char] for char in piece)
+        elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
+            data = bytes([int(piece[3:5], 16)])
+        else:
+            data = piece.replace("\N{LOWER ONE EIGHTH BLOCK}", " ").encode()
+        return {"token": data.decode("utf-8", errors="backslashreplace"), "bytes": list(data)}
+
+
+def _byte_alphabet() -> dict[int, str]:
+    """GPT-2's byte-level alphabet: each byte as the printable character a byte-level vocabulary spells it with."""
+    printable = {*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
+    extra = iter(range(256, 512))
+    return {byte: chr(byte if byte in printable else next(extra)) for byte in range(256)}
 
 
 def model_kwargs(explicit: dict[str, Any] | None, target: Target) -> dict[str, Any]:

@@ -20,12 +20,13 @@ from ...adapters.openai import openai_messages
 from ...models.errors import ContextOverflowError
 from ...models.limits import fewest_tokens
 from ...models.load import ModelLoad, Target
-from ...models.wire import ChatDelta, ChatRequest, ChatResult, Usage
+from ...models.wire import ChatDelta, ChatRequest, ChatResult, TokenLogprob, Usage
 from ..reply import ReplyBuilder
 
 T = TypeVar("T")
 _REASONING_FIELDS = ("reasoning_content", "reasoning")   # where llama.cpp's reasoning parsers put thinking
 _OVERFLOW_MARK = "exceed context window"                 # llama.cpp's own refusal of a prompt too long
+_LOGITS_MARK = "logits_all=False"                        # llama-cpp-python's refusal of logprobs
 # llama.cpp pads the context window to a multiple of this, but llama-cpp-python sizes its token buffers by
 # the unpadded request: a prompt between the two then fails with a numpy broadcast error, not an overflow.
 _CTX_PADDING = 256
@@ -58,25 +59,28 @@ class LlamaCppEngine:
     async def _run(self, request: ChatRequest, stream: bool) -> AsyncIterator[ChatDelta | ChatResult]:
         """Deltas, then the result: a whole reply is absorbed as a stream of one part."""
         reply = ReplyBuilder(request.parse_think_tags)
+        logprobs: list[TokenLogprob] | None = [] if request.params.get("logprobs") else None
         parts = self._parts(request, stream)
         async with self._turn:
             try:
                 while (part := await self._in_worker(next, parts, None)) is not None:
-                    for delta in _absorb(reply, part):
+                    for delta in _absorb(reply, part, logprobs, request.params.get("top_logprobs") or 0):
                         yield delta
             finally:                                   # a caller that stops early frees the model here
                 await self._in_worker(parts.close)
         for item in reply.finish():
+            if isinstance(item, ChatResult):
+                item.logprobs = logprobs
             yield item
 
     def _parts(self, request: ChatRequest, stream: bool) -> Iterator[dict]:
         """The reply's stream chunks, or the whole reply as one part. Runs on the worker thread."""
         messages = openai_messages(request.messages)
         _check_fits(self._llm, messages, self._longest_token)
-        if request.params.get("temperature") == 0:
-            # Greedy answers must repeat. A prompt prefix cached by the previous request is not evaluated again,
-            # so the rest runs in another batch shape whose kernels round differently, and a near-tie between
-            # two tokens can flip (SmolLM2 gave two answers to one greedy question). Sampled requests keep it.
+        if request.params.get("temperature") == 0 or request.params.get("seed") is not None:
+            # Greedy and seeded answers must repeat. A prompt prefix cached by the previous request is not evaluated
+            # again, so the rest runs in another batch shape whose kernels round differently, and a near-tie between
+            # two tokens can flip (SmolLM2 gave two answers to one greedy question). Other sampled requests keep it.
             self._llm.reset()
         try:
             reply = self._llm.create_chat_completion(**request.params, messages=messages,
@@ -84,6 +88,10 @@ class LlamaCppEngine:
                                                      grammar=_grammar(request))
             yield from (reply if stream else [reply])
         except ValueError as error:                    # the exact count, template and tools included
+            if _LOGITS_MARK in str(error):
+                raise ValueError(f"{error}: load the model with options model_kwargs {{logits_all: true}} to answer "
+                                 "logprobs (it keeps the logits of every position: n_ctx x vocabulary floats)"
+                                 ) from None
             if _OVERFLOW_MARK not in str(error):
                 raise
             raise ContextOverflowError(f"{error}. {_OVERFLOW_ADVICE}") from error
@@ -158,9 +166,15 @@ def _text_of(content: Any) -> str:
     return content or ""
 
 
-def _absorb(reply: ReplyBuilder, part: dict) -> list[ChatDelta]:
-    """Feed one stream chunk (a ``delta``) or a whole reply (a ``message``): the same fields, chunks in fragments."""
+def _absorb(reply: ReplyBuilder, part: dict, logprobs: list[TokenLogprob] | None = None, top: int = 0
+            ) -> list[ChatDelta]:
+    """Feed one stream chunk (a ``delta``) or a whole reply (a ``message``): the same fields, chunks in fragments;
+    their tokens' logprobs join ``logprobs`` when it is a list, each with its ``top`` likeliest alternatives
+    (llama-cpp-python adds the chosen token to them)."""
     choice = part["choices"][0]
+    for token in ((choice.get("logprobs") or {}).get("content") or []) if logprobs is not None else []:
+        alternatives = sorted(token["top_logprobs"], key=lambda other: -other["logprob"])[:top]
+        logprobs.append(TokenLogprob.model_validate({**token, "top_logprobs": alternatives}))
     message = choice.get("message") or choice.get("delta") or {}
     deltas = reply.add_thinking(_reasoning(message)) + reply.add_text(message.get("content"))
     for position, call in enumerate(message.get("tool_calls") or []):

@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator
 
 from ...adapters.openai import openai_messages
 from ...models.structured import ResponseSchema
-from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, Usage
+from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, TokenLogprob, Usage
 from .errors import json_answer, malformed_reply
 from .base import RemoteEngine, import_sdk, sdk_client_options
 from ..reply import ReplyBuilder
@@ -39,11 +39,14 @@ class OpenAICompatEngine(RemoteEngine):
         _absorb(reply, choice.message)
         reply.stop_reason = choice.finish_reason
         reply.usage = _usage(response.usage)
-        return reply.result()
+        result = reply.result()
+        result.logprobs = _logprobs(choice, None) if kwargs.get("logprobs") else None
+        return result
 
     async def _stream_once(self, kwargs: dict[str, Any], request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
         stream_options = {**(kwargs.get("stream_options") or {}), "include_usage": True}
         reply = ReplyBuilder(request.parse_think_tags)
+        logprobs: list[TokenLogprob] | None = None
         async with await self._client.chat.completions.create(
                 **{**kwargs, "stream": True, "stream_options": stream_options}) as chunks:
             async for chunk in chunks:
@@ -53,7 +56,10 @@ class OpenAICompatEngine(RemoteEngine):
                     for delta in _absorb(reply, choice.delta):
                         yield delta
                     reply.stop_reason = choice.finish_reason or reply.stop_reason
+                    logprobs = _logprobs(choice, logprobs)
         for item in reply.finish():
+            if isinstance(item, ChatResult):
+                item.logprobs = logprobs
             yield item
 
 
@@ -65,6 +71,14 @@ def _absorb(reply: ReplyBuilder, message: Any) -> list[ChatDelta]:
         reply.add_tool_call(getattr(call, "index", position), id=call.id,
                             name=function and function.name, arguments=function and function.arguments)
     return deltas
+
+
+def _logprobs(choice: Any, so_far: list[TokenLogprob] | None) -> list[TokenLogprob] | None:
+    """The upstream's token logprobs of a choice (or a chunk's, after ``so_far``); None where it sent none."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if content is None:
+        return so_far
+    return [*(so_far or []), *(TokenLogprob.model_validate(token.model_dump()) for token in content)]
 
 
 def _reasoning(message: Any) -> str | None:
