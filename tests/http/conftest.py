@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,9 +21,6 @@ def serve_app() -> Iterator[Callable[[AppConfig], str]]:
     reaches the replicas.
     """
     def start(config: AppConfig) -> str:
-        # Serve keeps a removed ingress replica serving this long so a load balancer can drop it (30 s by default):
-        # here it only delays each module's shutdown.
-        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
         aimu_ray.init(num_cpus=4)
         run(config, access_log=False)
         return f"http://127.0.0.1:{config.port}"

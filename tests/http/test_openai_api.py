@@ -471,7 +471,7 @@ def test_a_key_that_ends_a_long_provider_error_is_in_no_answer_and_no_log(app, f
     answer = post(app, "/v1/chat/completions", {"model": "gpt", "messages": USER})
     assert answer.status_code == 502 and "***" in answer.text and not _holds_a_piece_of_the_key(answer.text)
     deadline = time.monotonic() + GUARD_S
-    while not any(marker in text and "ingress" in path for path, text in _log_texts().items()):
+    while not any(marker in text for text in _log_texts().values()):
         assert time.monotonic() < deadline, "the ingress replica never logged the failed request"
         time.sleep(0.2)
     leaks = [path for path, text in _log_texts().items() if _holds_a_piece_of_the_key(text)]

@@ -11,7 +11,8 @@ from aimu_ray.cluster.connection import _set_serve_env, fast_serve_env
 
 SWITCHES = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_STATS_PORT",
             "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE",
-            "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S")
+            "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S",
+            "RAY_SERVE_LOG_TO_STDERR", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S")
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +29,8 @@ def test_the_fast_path_is_throughput_optimized_and_haproxy_only_when_asked_with_
     env = fast_serve_env()
     assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and "RAY_SERVE_ENABLE_HA_PROXY" not in env
     assert env["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] == "1"                # log lines written as they come
+    assert env["RAY_SERVE_LOG_TO_STDERR"] == "1"                               # ... to the console, as before
+    assert float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30   # Ctrl-C stops in seconds
     assert int(env["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"]) > 4 << 20     # above gRPC's 4 MiB default
     monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")                        # the user's choice
     first, second = fast_serve_env(), fast_serve_env()
