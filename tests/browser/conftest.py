@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
 
 import pytest
-import ray
-from ray import serve
 
-import aimu_ray
-from aimu_ray.deployments import AppConfig, run
+from tests.http.conftest import serve_app  # noqa: F401  (the same app fixture as the HTTP tests)
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 CHROMEDRIVER = shutil.which("chromedriver")
 WINDOW = (1400, 1000)          # a desktop's size: the README's screenshots are taken at it
-
-
-@pytest.fixture(scope="module")
-def serve_app() -> Iterator[Callable[..., str]]:
-    """``serve_app(config, **ray_init)`` starts a local Ray (4 CPUs; ``num_gpus=`` adds logical GPUs), deploys the
-    app and gives its base URL; Serve and Ray stop after the module's last test."""
-    def start(config: AppConfig, **ray_init) -> str:
-        aimu_ray.init(num_cpus=4, **ray_init)
-        run(config, access_log=False)
-        return f"http://127.0.0.1:{config.port}"
-
-    yield start
-    if ray.is_initialized():
-        serve.shutdown()
-        aimu_ray.shutdown()
 
 
 @pytest.fixture(scope="module")
