@@ -19,8 +19,8 @@ def offline_tiny_model() -> Path:
     return build_tiny_hf_lm(tiny_model_cache() / "tiny-llama-hf")
 
 
-def start_app(url: str, hf_dir: Path, output_dir: str, app: str = "aimu_ray", fast_serve: bool = True) -> str:
-    """Start Ray (on Serve's fast path unless ``fast_serve`` is False) and the app ("echo": the loopback server,
+def start_app(url: str, hf_dir: Path, output_dir: str, app: str = "aimu_ray", fast_serve: bool = False) -> str:
+    """Start Ray (on Serve's fast path if ``fast_serve``) and the app ("echo": the loopback server,
     "tiny": the HF model); returns the HTTP base URL."""
     import aimu_ray
     from aimu_ray.deployments import AppConfig, run

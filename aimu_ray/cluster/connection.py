@@ -1,7 +1,7 @@
 """How this process talks to Ray: connect once on first use, await a ref, unwrap a task's error.
 
 ``ensure_ray`` is what every entry point calls. Every named aimu_ray actor (the pool's, the model
-registry, model actors) lives in ``NAMESPACE``. A Ray it starts serves on Serve's fast path (``fast_serve_env``).
+registry, model actors) lives in ``NAMESPACE``. A Ray it starts may serve on Serve's fast path (``fast_serve_env``).
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ _lock = threading.Lock()
 _starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aimu_ray-starter")
 
 
-def ensure_ray(address: str | None = None, *, fast_serve: bool = True, **ray_init_kwargs) -> None:
+def ensure_ray(address: str | None = None, *, fast_serve: bool = False, **ray_init_kwargs) -> None:
     """Use the Ray this process has (a job, an actor, a notebook that called ``ray.init``); else connect.
 
     ``ray.init`` then looks for ``address``, ``RAY_ADDRESS``, a cluster started with ``ray start`` on this
-    machine, and failing all of those starts an embedded local Ray, whose Serve takes the fast path unless
-    ``fast_serve`` is False (a running cluster keeps the settings its nodes started with). Safe to call from many
+    machine, and failing all of those starts an embedded local Ray, whose Serve takes the fast path when
+    ``fast_serve`` is True (a running cluster keeps the settings its nodes started with). Safe to call from many
     threads at once.
     """
     if ray.is_initialized():
