@@ -240,12 +240,19 @@ def get(url: str) -> httpx.Response | None:
         return None
 
 
+def _sigint_as_a_terminal_sends_it() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def started(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    """``argv`` running in a session of its own, output in ``log``; killed with its session if it outlives the block."""
+    """``argv`` running in a session of its own, output in ``log``; killed with its session if it outlives the block.
+
+    Ctrl-C is what stops a server, so the child takes SIGINT as a terminal delivers it, even when this suite runs in
+    the background of a shell without job control (which ignores SIGINT there, and a child inherits that)."""
     with open(log, "w") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=_sigint_as_a_terminal_sends_it)
     try:
         yield process
     finally:
