@@ -331,7 +331,7 @@ def _unload(args) -> int:
 
 # ----- helpers -----
 
-def _connect(args, join_served: bool = True, fast_serve: bool = False) -> None:
+def _connect(args, join_served: bool = True, fast_serve: bool = True) -> None:
     """The Ray of --address or RAY_ADDRESS; else that of a running `aimu-ray serve` (said on stderr); else what
     ``ray.init`` finds (a `ray start` cluster on this machine) or an embedded one (``fast_serve``: on Serve's fast
     path)."""

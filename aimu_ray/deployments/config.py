@@ -167,10 +167,10 @@ class AppConfig(BaseModel):
     public_url: str | None = Field(None, description="base of the image URLs the app hands out; default: the "
                                                      "address the request came to")
     ingress: ReplicaOptions = Field(default_factory=ReplicaOptions)
-    fast_path: bool = Field(False, description="a Ray started for this app serves on Ray's throughput-optimized "
-                            "path: ingress replicas that answer HTTP themselves, gRPC between deployments "
-                            "(cluster.connection.fast_serve_env; HAProxy only with RAY_SERVE_ENABLE_HA_PROXY=1); a "
-                            "running cluster keeps its nodes' settings. Off by default: see the README")
+    fast_path: bool = Field(True, description="a Ray started for this app serves on Ray's fast path: HAProxy in "
+                            "front of ingress replicas that answer HTTP themselves, gRPC between deployments "
+                            "(cluster.connection.fast_serve_env); false keeps Serve's proxy. A running cluster keeps "
+                            "its nodes' settings")
     limits: Limits = Field(default_factory=Limits, description="what one request may carry or ask for (body size, "
                                                                "messages, prompt characters, image pixels, ...)")
     models: list[ServedModel] = Field(min_length=1)
