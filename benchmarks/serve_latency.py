@@ -222,6 +222,23 @@ async def chat_latency(paths: dict, levels: list[int], requests: int, warmup: in
     return table
 
 
+async def hop_profile(http, requests: int) -> dict:
+    """Where one HTTP chat's time goes (p50 of each part, ms), from the client's total and the app's Server-Timing:
+    the front (the client's HTTP, Serve's proxy or HAProxy, the hop to the replica and back) is the total less the
+    app's time; the app's own work is its time less the engine's; the engine is the provider call from the replica."""
+    parts: dict[str, list[float]] = {"total": [], "front": [], "app": [], "engine": []}
+    for _ in range(requests):
+        start = time.perf_counter()
+        raw = await http.chat.completions.with_raw_response.create(model="echo", messages=USER, **SMALL)
+        raw.parse()
+        total = (time.perf_counter() - start) * 1e3
+        timing = dict(item.strip().split(";dur=") for item in raw.headers["server-timing"].split(","))
+        app, engine = float(timing["app"]), float(timing["engine"])
+        for name, value in (("total", total), ("front", total - app), ("app", app - engine), ("engine", engine)):
+            parts[name].append(value)
+    return {name: statistics.median(values) for name, values in parts.items()}
+
+
 def _merged(parts: list[dict]) -> dict:
     return {"p50": statistics.median(p["p50"] for p in parts), "p90": statistics.median(p["p90"] for p in parts),
             "rps": statistics.mean(p["rps"] for p in parts)}
@@ -328,6 +345,7 @@ async def measure(args, url: str, app: str, litellm: tuple[str | None, str]) -> 
     if proxy:
         paths["HTTP LiteLLM"] = http_litellm
     latency = await chat_latency(paths, args.clients, args.requests, args.warmup)
+    hops = await hop_profile(http, args.requests)
 
     long_prompt = " ".join(f"w{i}" for i in range(LONG_WORDS))
     local = served_client(backend.model.model, backend, "text")
@@ -346,7 +364,7 @@ async def measure(args, url: str, app: str, litellm: tuple[str | None, str]) -> 
     for client in (direct, http, bare_http, proxy):
         if client is not None:
             await client.close()
-    return {"latency": latency, "echo": echo_rates, "hf": hf_rates}
+    return {"latency": latency, "hops": hops, "echo": echo_rates, "hf": hf_rates}
 
 
 def run_side(args) -> None:
@@ -400,6 +418,17 @@ def report(args, sides: dict[str, dict]) -> None:
         if "HTTP LiteLLM" in one:
             lit = one["HTTP LiteLLM"]["p50"]
             print(f"{'':<14}LiteLLM proxy p50 {lit:.2f} ms = {lit / http:.2f}x aimu_ray's")
+
+    print(f"\nWhere one HTTP chat's time goes, hop by hop (p50 ms of each part over {args.requests} sequential chats; "
+          f"the app's Server-Timing header splits it)")
+    print(f"{'part':<58}" + "".join(f"{side:>9}" for side in SIDES))
+    for key, label in (("front", "client HTTP + Serve's front + hop to the replica and back"),
+                       ("app", "aimu_ray's app: routing, auth, validation, request, render"),
+                       ("engine", "the engine: the SDK's call from the replica to the server"),
+                       ("total", "whole request, as the client timed it")):
+        print(f"{label:<58}" + "".join(f"{sides[side]['hops'][key]:>9.2f}" for side in SIDES))
+    print(f"{'the SDK called directly (p50, above)':<58}"
+          + "".join(f"{sides[side]['latency']['1']['SDK direct']['p50']:>9.2f}" for side in SIDES))
 
     def rates(title: str, key: str) -> None:
         print(f"\n{title}")

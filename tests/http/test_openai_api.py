@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import re
 import time
 import wave
 
@@ -360,6 +361,15 @@ def test_metrics_split_each_answered_request_into_engine_and_serving_time(app, s
         assert samples[("aimu_ray_engine_seconds_count", model, "chat")] >= 1
         assert 0 < engine <= total and 0 < serving <= total                  # the engine's time is part of the whole
         assert engine + serving == pytest.approx(total, rel=0.05, abs=0.05)   # errors (not split) aside, all of it
+
+
+def test_each_answer_tells_its_client_the_apps_time_and_the_engines_share(app):
+    for model in ("tiny", "gpt"):
+        answer = post(app, "/v1/chat/completions", {"model": model, "messages": USER, "max_tokens": 2})
+        timing = dict(re.findall(r"(\w+);dur=([0-9.]+)", answer.headers["server-timing"]))
+        assert answer.status_code == 200 and 0 < float(timing["engine"]) <= float(timing["app"])
+    refused = post(app, "/v1/chat/completions", {"model": "nope", "messages": USER})
+    assert refused.status_code == 404 and "engine" not in refused.headers["server-timing"]
 
 
 # ----- cancellation -----
