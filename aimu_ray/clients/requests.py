@@ -16,7 +16,8 @@ from ..models.limits import current_limits
 from ..models.media import AudioRequest, ImageRequest
 from ..models.messages import assistant_message, recorded_calls, strip_inert_keys, tool_specs
 from ..models.model_string import ResolvedModel, resolve_model
-from ..models.structured import ResponseSchema, enforced, json_schema_instruction, response_schema
+from ..models.structured import (GRAMMAR_PROVIDERS, ResponseSchema, enforced, forced_tool_schema,
+                                 json_schema_instruction, response_schema)
 from ..models.thinking import resolve_thinking
 from ..models.wire import ChatRequest, ChatResult, Endpoint
 
@@ -45,7 +46,8 @@ def chat_request(model: ResolvedModel, endpoint: Endpoint, messages: list[dict],
     """One chat request in the provider's terms, checked against the limits; nothing is sent.
 
     ``warn`` is told what the model cannot honour (a dropped kwarg, thinking it does not do); ``keep_alive`` is
-    Ollama's, in seconds (its default otherwise)."""
+    Ollama's, in seconds (its default otherwise). A ``tool_choice`` in the kwargs that forces a call becomes an
+    in-process model's response schema (``forced_tool_call``)."""
     tools = tools or []
     resolved = resolve_thinking(thinking, model.caps, warn)
     prepared = prepare_params(model.spec, model.model_id, model.caps, resolved, default_generate_kwargs,
@@ -54,12 +56,27 @@ def chat_request(model: ResolvedModel, endpoint: Endpoint, messages: list[dict],
         warn(f"generate_kwargs[{key!r}] is not supported by provider '{model.provider}' and was dropped.")
     if model.provider == "ollama":
         prepared.params["keep_alive"] = OLLAMA_KEEP_ALIVE_S if keep_alive is None else keep_alive
+    if (forced := forced_tool_call(model, prepared.params, tools)) is not None:
+        if response_schema is not None:
+            raise ValueError("An in-process model forces a tool call (tool_choice) and holds an answer to a response "
+                             "schema (schema=, response_format) by the same means, a grammar: send one of the two.")
+        response_schema = forced
     messages = strip_inert_keys(messages)
     measured = {**prepared.params, "schema": response_schema.json_schema} if response_schema else prepared.params
     current_limits().check_chat(messages, tools, measured)
     return ChatRequest(provider=model.provider, model=model.model_id, endpoint=endpoint, messages=messages,
                        tools=tools, params=prepared.params, parse_think_tags=model.caps.thinking, stream=stream,
                        response_schema=response_schema)
+
+
+def forced_tool_call(model: ResolvedModel, params: dict, tools: list[dict]) -> ResponseSchema | None:
+    """An in-process engine forces a tool call by grammar: OpenAI's ``tool_choice`` and ``parallel_tool_calls`` leave
+    its parameters (which ``generate`` would refuse) and become the schema of its answer. Other providers get both
+    as they are."""
+    if model.provider not in GRAMMAR_PROVIDERS:
+        return None
+    choice, parallel = params.pop("tool_choice", None), params.pop("parallel_tool_calls", True)
+    return forced_tool_schema(tools, choice, parallel is not False)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """Anthropic's Messages API over every served text model: request bodies (validated), their conversion to the
-request every route builds, and the answer as Anthropic's Message JSON or its named SSE events.
+request every route builds, and the answer as Anthropic's Message JSON or its named SSE events; and its token count
+(``/v1/messages/count_tokens``) of the prompt such a body would send.
 
 A body becomes the ``ChatRequest`` an OpenAI chat body becomes (``chat_request``): its blocks are rewritten into
 aimu's OpenAI-like messages (``tool_use`` → the assistant turn's ``tool_calls``, ``tool_result`` → a ``tool``
 message, thinking blocks → aimu's inert ``thinking`` key, which no provider is sent), its tools into function specs
 and its thinking config into aimu's ``thinking``. Every field of Anthropic's ``MessageCreateParams`` is taken: those
 that change nothing here are ignored (``metadata``, ``service_tier``, ``speed``, ``cache_control``, ...), those that
-cannot be honoured are a 400 naming them (server tools, a forced ``tool_choice``, images by URL or file id: the
-server never fetches, documents, a code-execution ``container``); fields Anthropic does not have are refused too.
+cannot be honoured are a 400 naming them (server tools, a forced ``tool_choice`` on a remote model, images by URL
+or file id: the server never fetches, documents, a code-execution ``container``); fields Anthropic does not have are
+refused too.
 Thinking blocks go out with an empty ``signature``: no model here signs its thinking.
 """
 
@@ -24,7 +26,7 @@ from ..adapters.anthropic import THINKING_BUDGETS
 from ..clients.requests import Answer, advertised_tools, chat_request, fold
 from ..models.model_string import ResolvedModel
 from ..models.structured import ResponseSchema
-from ..models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint
+from ..models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, TokenCount
 from .errors import ErrorAnswer
 
 if TYPE_CHECKING:
@@ -248,14 +250,28 @@ class ToolDef(Body):
 class ToolChoice(Body):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
-    disable_parallel_tool_use: bool | None = None    # every call the model makes is returned, as on OpenAI's route
+    disable_parallel_tool_use: bool | None = None    # with any: exactly one call; else each call the model makes
 
     @model_validator(mode="after")
-    def _not_forced(self) -> ToolChoice:
-        if self.type in ("any", "tool"):
-            raise ValueError(f"tool_choice {self.type!r} forces a tool call, which the served models' requests "
-                             "cannot ask for: use 'auto' or 'none'")
+    def _name_with_tool(self) -> ToolChoice:
+        if (self.type == "tool") != (self.name is not None):
+            raise ValueError("tool_choice: name goes with type 'tool', and only with it")
         return self
+
+    def forced(self, model: ResolvedModel, tools: list[ToolDef] | None) -> dict[str, Any]:
+        """A forced call (any, tool) as generate kwargs: OpenAI's ``tool_choice``, which an in-process engine
+        answers under a grammar of the tools' schemas (``disable_parallel_tool_use``: exactly one call). Remote
+        models are not forced from this route: a 400."""
+        if self.type not in ("any", "tool"):
+            return {}
+        if not model.spec.in_process:
+            raise ValueError(f"tool_choice {self.type!r} forces a tool call, which this route asks only of in-process "
+                             "models (transformers, llama.cpp): use 'auto' or 'none'")
+        if not tools:
+            raise ValueError(f"tool_choice {self.type!r} forces a call to one of the tools: it goes with tools")
+        if self.type == "any":
+            return {"tool_choice": "required", "parallel_tool_calls": not self.disable_parallel_tool_use}
+        return {"tool_choice": {"type": "function", "function": {"name": self.name}}}
 
 
 class ThinkingConfig(Body):
@@ -360,6 +376,8 @@ class MessagesRequest(Body):
                   "top_k": self.top_k, "stop_sequences" if anthropic else "stop": self.stop_sequences or None}
         if anthropic and self.thinking and self.thinking.budget_tokens:
             kwargs["thinking_budget_tokens"] = self.thinking.budget_tokens
+        if self.tool_choice:
+            kwargs.update(self.tool_choice.forced(model, self.tools))
         return {key: value for key, value in kwargs.items() if value is not None}
 
     def as_request(self, model: ResolvedModel, warn: Callable[[str], None]) -> ChatRequest:
@@ -381,6 +399,30 @@ class MessagesRequest(Body):
         return chat_request(model, Endpoint(), self.aimu_messages(), warn=warn,
                             generate_kwargs=self.generate_kwargs(model), thinking=self.thinking_level(), tools=tools,
                             stream=self.stream, response_schema=schema)
+
+
+class CountTokensRequest(Body):
+    """Anthropic's ``MessageCountTokensParams``: the prompt of a Messages body (no ``max_tokens``, nothing sampled)."""
+
+    model: str = Field(min_length=1)
+    messages: list[MessageIn] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: ThinkingConfig | None = None
+    output_config: OutputConfig | None = None
+    # taken and ignored, as on /v1/messages
+    cache_control: dict[str, Any] | None = None
+    speed: Literal["standard", "fast"] | None = None
+    user_profile_id: str | None = None
+    workspace_id: str | None = None
+
+    def as_request(self, model: ResolvedModel, warn: Callable[[str], None]) -> ChatRequest:
+        """The request ``/v1/messages`` would send for this prompt, marked to be counted: the same checks, messages,
+        tools and thinking. It asks for no answer, so the least ``max_tokens`` its thinking budget allows stands in."""
+        budget = self.thinking.budget_tokens if self.thinking and self.thinking.budget_tokens else 0
+        body = MessagesRequest(**dict(self), max_tokens=budget + 1)
+        return body.as_request(model, warn).model_copy(update={"count_only": True})
 
 
 # ----- the answer -----
@@ -494,6 +536,13 @@ async def message_events(served: Served, body: MessagesRequest,
     yield {"type": "message_stop"}
 
 
+async def token_count(served: Served, body: CountTokensRequest) -> dict:
+    """Anthropic's ``MessageTokensCount``: the model's own count of the body's prompt (its host counts it: nothing is
+    generated); a model whose provider has no counting endpoint refuses (400)."""
+    counted: TokenCount = await served.backend.call(body.as_request(served.model, served.warn))
+    return {"input_tokens": counted.input_tokens}
+
+
 class AnthropicEvents:
     """How the ingress's one stream core writes this API: named events, a failure after the start as an ``error``
     event carrying Anthropic's error object, and no end marker (``message_stop`` is the end)."""
@@ -509,4 +558,5 @@ class AnthropicEvents:
         return AnthropicEvents.event(answer.anthropic().body)
 
 
-__all__ = ["AnthropicEvents", "MessagesRequest", "message_answer", "message_events", "message_out"]
+__all__ = ["AnthropicEvents", "CountTokensRequest", "MessagesRequest", "message_answer", "message_events", "message_out",
+           "token_count"]

@@ -33,7 +33,8 @@ from ..models.limits import set_limits
 from ..models.outputs import encode_audio, encode_image
 from ..models.placements import ModelPlacement
 from .admin import served_as
-from .anthropic_api import AnthropicEvents, MessagesRequest, message_answer, message_events
+from .anthropic_api import (AnthropicEvents, CountTokensRequest, MessagesRequest, message_answer, message_events,
+                            token_count)
 from .body_limit import BodyLimit
 from .cluster_view import ClusterView, cluster_view
 from .config import AppConfig
@@ -44,6 +45,7 @@ from .openai_api import AudioGenerationRequest, ChatCompletionRequest, ImageGene
 from .openai_completions import CompletionRequest, chat_answer, chat_chunks, text_answer, text_chunks
 from .remote_models import RemoteModel
 from .served_models import Served, ServedModels
+from .server_timing import ServerTiming, record_engine_time
 from .ui import asset as ui_asset
 
 logger = logging.getLogger("aimu_ray")
@@ -141,6 +143,12 @@ class Ingress:
                 AnthropicEvents)
         async with self._observed(body.model, "messages") as clock:
             return await message_answer(clock.around(served), body, self._metrics.count_tokens)
+
+    async def count_message_tokens(self, body: CountTokensRequest, request: Request) -> dict:
+        """Anthropic's token count of a Messages body, by the served model itself or its provider (``anthropic_api``)."""
+        served = await self._serving(body.model, "text")
+        async with self._observed(body.model, "count_tokens") as clock:
+            return await token_count(clock.around(served), body)
 
     async def image_generations(self, body: ImageGenerationRequest, request: Request) -> dict:
         served = await self._serving(body.model, "image")
@@ -358,6 +366,7 @@ class Ingress:
             self._metrics.latency.labels(model, route).observe(elapsed)
             if status == 200:
                 self._metrics.split_time(model, route, elapsed, clock)
+                record_engine_time(clock.seconds)
             self._metrics.requests.labels(model, route, str(status)).inc()
 
 
@@ -370,6 +379,7 @@ ROUTES = [       # verb, path, method, who (open: probes, scrapers, <img src> of
     ("POST", "/v1/chat/completions", "chat_completions", KEY),
     ("POST", "/v1/completions", "completions", KEY),
     ("POST", "/v1/messages", "messages", KEY),     # Anthropic's Messages API
+    ("POST", "/v1/messages/count_tokens", "count_message_tokens", KEY),
     ("POST", "/v1/images/generations", "image_generations", KEY),
     ("POST", "/v1/audio/generations", "audio_generations", KEY),
     ("GET", "/v1/files/{name}", "files", OPEN),
@@ -420,6 +430,7 @@ for _verb, _path, _method, _who in ROUTES:
 for _error in HANDLED:
     api.add_exception_handler(_error, error_handler)
 api.add_middleware(BodyLimit)
+api.add_middleware(ServerTiming)      # added last, so outermost: its clock starts first
 
 
 # ----- small helpers -----

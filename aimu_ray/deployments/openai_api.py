@@ -190,14 +190,17 @@ CHAT_FIELDS: dict[str, FieldRule] = {
     "frequency_penalty": _rule({"openai", "ollama", "llamacpp"}, "transformers and Anthropic have no such penalty"),
     "presence_penalty": _rule({"openai", "ollama", "llamacpp"}, "transformers and Anthropic have no such penalty"),
     "logit_bias": _rule({"openai", "hf", "llamacpp"}, "token ids of the model's vocabulary; HF as sequence_bias"),
-    "logprobs": _rule({"openai", "hf", "llamacpp"}, "HF from the generation scores, llama.cpp from its logits "
-                                                    "(load it with model_kwargs logits_all), upstream as asked"),
-    "top_logprobs": _rule({"openai", "hf", "llamacpp"}, "goes with logprobs"),
-    "tool_choice": _rule({"openai", "anthropic"}, "required or a named function: upstream (Anthropic: any/tool); "
-                                                  "no in-process engine can force a call"),
-    "function_call": _rule({"openai", "anthropic"}, "the deprecated tool_choice, read as one"),
-    "parallel_tool_calls": _rule({"openai"}, "upstream as asked; every other engine returns each call the model "
-                                             "makes", otherwise="ignore"),
+    "logprobs": _rule({"openai", "ollama", "hf", "llamacpp"}, "HF from the generation scores, llama.cpp from its "
+                                                              "logits (load it with model_kwargs logits_all), "
+                                                              "upstream as asked"),
+    "top_logprobs": _rule({"openai", "ollama", "hf", "llamacpp"}, "goes with logprobs"),
+    "tool_choice": _rule({"openai", "anthropic", "hf", "llamacpp"},
+                         "required or a named function: upstream (Anthropic: any/tool); in-process engines generate "
+                         "the call under a grammar of the tools' schemas; Ollama cannot force a call"),
+    "function_call": _rule({"openai", "anthropic", "hf", "llamacpp"}, "the deprecated tool_choice, read as one"),
+    "parallel_tool_calls": _rule({"openai", "hf", "llamacpp"}, "upstream as asked; in-process, false holds a "
+                                 "required call to exactly one; every other engine returns each call the model makes",
+                                 otherwise="ignore"),
     "verbosity": _rule({"openai"}, "an OpenAI model's setting: forwarded to OpenAI-compatible upstreams"),
     "web_search_options": _rule({"openai"}, "search is the upstream's own tool; no other model here has one"),
     "moderation": _rule({"openai"}, "moderation is the upstream's own; nothing here would run it"),
@@ -281,6 +284,9 @@ class ChatCompletionRequest(Body):
             raise ValueError("functions is the deprecated form of tools: send one of the two")
         if self.function_call is not None and self.tool_choice is not None:
             raise ValueError("function_call is the deprecated form of tool_choice: send one of the two")
+        if self.choice() not in (None, "none", "auto") and not self.tool_list():
+            field = "tool_choice" if self.tool_choice is not None else "function_call"
+            raise ValueError(f"{field} forces a call to one of the tools: it goes with tools (or functions)")
         return self
 
     def asked(self) -> list[str]:

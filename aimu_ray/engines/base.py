@@ -29,7 +29,9 @@ MAX_RETRY_AFTER_S = 60.0
 class Engine(Protocol):
     """Every engine, whatever it makes: ``run`` gives the whole answer, ``stream`` progress (deltas of text,
     denoising steps) ending in that answer. Requests and answers go by modality: a ``ChatRequest`` gets a
-    ``ChatResult``, an ``ImageRequest`` an ``ImageResult``, an ``AudioRequest`` an ``AudioResult``."""
+    ``ChatResult``, an ``ImageRequest`` an ``ImageResult``, an ``AudioRequest`` an ``AudioResult``; and from ``run``, a
+    ``ChatRequest`` marked ``count_only`` gets a ``TokenCount`` of its prompt (a provider that cannot count refuses
+    with a ValueError naming itself)."""
 
     async def run(self, request: Request) -> Result: ...
 

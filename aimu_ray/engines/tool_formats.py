@@ -11,6 +11,9 @@
 The engine does not know a model's family, so every format is tried; markup that does not parse is
 ordinary text and reaches the caller unchanged. ``ToolCallStream`` does the same for a reply that
 arrives piece by piece: prose flows through until markup starts, the rest waits for the end.
+
+A call forced by grammar (``models.structured.forced_tool_schema``) has a format of its own, known in advance:
+``ForcedToolCalls`` reads the whole answer as the call(s).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import json
 import re
 from typing import Any
 
-from ..models.messages import parse_arguments
+from ..models.messages import new_tool_call_id, parse_arguments
+from ..models.structured import ResponseSchema
 from ..models.thinking import _partial_suffix
 from ..models.wire import ToolCall
 
@@ -95,6 +99,38 @@ class ToolCallStream:
             self._held, self._pending = self._pending[cut:], ""
         self._shown = self._shown or bool(out)
         return out
+
+
+class ForcedToolCalls:
+    """The answer to a request whose tool call was forced by grammar: all of it is the call(s), so nothing is shown
+    while it arrives and ``close`` reads it by the schema's form. An answer cut short (its token budget) does not
+    parse and is shown as the text it is, with no call, as markup that does not parse is."""
+
+    def __init__(self, schema: ResponseSchema) -> None:
+        self._schema = schema
+        self._text = ""
+
+    def feed(self, text: str) -> str:
+        self._text += text
+        return ""
+
+    def close(self) -> tuple[str, list[ToolCall]]:
+        calls = forced_tool_calls(self._schema, self._text)
+        return ("", calls) if calls else (self._text, [])
+
+
+def forced_tool_calls(schema: ResponseSchema, text: str) -> list[ToolCall] | None:
+    """The calls of an answer made under ``schema`` (a ``calls`` schema), each with a new id; None if it does not
+    parse (cut short)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if schema.calls == "named":
+        calls = [ToolCall(name=schema.name, arguments=value)] if isinstance(value, dict) else None
+    else:
+        calls = _json_calls(text) if isinstance(value, list) else None
+    return calls and [call.model_copy(update={"id": new_tool_call_id()}) for call in calls]
 
 
 def _parse_xml(text: str) -> tuple[str, list[ToolCall]] | None:

@@ -23,7 +23,7 @@ from ..models.modality import Result
 from .coalesce import coalesce
 
 
-RESULTS = Result.__args__       # the types a stream ends with
+RESULTS = Result.__args__       # the types of a whole answer (a stream ends with one), timed here
 
 
 class ModelRetiredError(ModelError):

@@ -4,8 +4,8 @@ whatever a model makes (text, images or audio)."""
 from __future__ import annotations
 
 from .media import AudioProgress, AudioRequest, AudioResult, ImageProgress, ImageRequest, ImageResult
-from .wire import ChatDelta, ChatRequest, ChatResult
+from .wire import ChatDelta, ChatRequest, ChatResult, TokenCount
 
 Request = ChatRequest | ImageRequest | AudioRequest
-Result = ChatResult | ImageResult | AudioResult
-Item = ChatDelta | ImageProgress | AudioProgress | Result     # a stream's progress, then its one result, last
+Result = ChatResult | ImageResult | AudioResult | TokenCount    # a count (``count_only``) is never streamed
+Item = ChatDelta | ImageProgress | AudioProgress | ChatResult | ImageResult | AudioResult   # progress, then the result

@@ -6,6 +6,9 @@ Native means the provider or engine holds the answer to the schema: OpenAI-compa
 Ollama ``format``, Anthropic's forced tool (aimu's rule: models flagged ``structured``), and, beyond aimu,
 the in-process engines: llama.cpp and HF text generate under a grammar built from the schema, so their answer is
 valid by construction. Everything else takes the prompt-and-parse path.
+
+The same grammars force a tool call on the in-process engines, as vLLM does (``forced_tool_schema``): the answer is
+generated under a schema built from the tools and read back as calls, not content.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import dataclasses
 import inspect
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
@@ -31,6 +34,9 @@ class ResponseSchema(BaseModel):
 
     name: str
     json_schema: dict[str, Any]
+    # The answer is tool calls, not content (``forced_tool_schema``): "named", the arguments of one call to the
+    # function ``name``; "listed", a JSON array of ``{"name", "parameters"}`` calls.
+    calls: Literal["named", "listed"] | None = None
 
 
 def response_schema(schema: type) -> ResponseSchema:
@@ -47,6 +53,55 @@ def response_schema(schema: type) -> ResponseSchema:
 def enforced(provider: str, caps: ModelCaps) -> bool:
     """Whether a request to this model gets the schema natively (else the prompt asks for it)."""
     return caps.structured or provider in GRAMMAR_PROVIDERS
+
+
+def forced_tool_schema(tools: list[dict], choice: Any, parallel: bool = True) -> ResponseSchema | None:
+    """vLLM's forced tool call: the schema an in-process engine generates the answer under, for OpenAI's
+    ``tool_choice`` over ``tools`` (OpenAI function specs); None when ``choice`` forces nothing (None, auto, none).
+
+    A named function (``{"type": "function", "function": {"name": ...}}``): the answer is the arguments of one call to
+    it, held to its ``parameters``. ``"required"``: a JSON array of at least one ``{"name", "parameters"}`` call, each
+    held to its tool's schema (one of ``anyOf``); ``parallel=False`` (OpenAI's ``parallel_tool_calls``) allows exactly
+    one. A choice the tools cannot answer is the caller's mistake: a ValueError.
+    """
+    if choice in (None, "auto", "none"):
+        return None
+    if not tools:
+        raise ValueError("tool_choice forces a tool call, but the request advertises no tools: send tools (a served "
+                         "model takes them when its model string says ';tools').")
+    schemas = {tool["function"]["name"]: tool["function"].get("parameters") or _NO_PARAMETERS for tool in tools}
+    if choice == "required":
+        return ResponseSchema(name="tool_calls", json_schema=_listed_calls(schemas, parallel), calls="listed")
+    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    if not isinstance(name, str):
+        raise ValueError(f"tool_choice must be 'auto', 'none', 'required' or {{'type': 'function', 'function': "
+                         f"{{'name': ...}}}}, not {choice!r}.")
+    if name not in schemas:
+        raise ValueError(f"tool_choice names the function {name!r}, which is not among the tools "
+                         f"({', '.join(schemas)}).")
+    return ResponseSchema(name=name, json_schema=schemas[name], calls="named")
+
+
+_NO_PARAMETERS = {"type": "object", "properties": {}}
+_DEFINITIONS = ("$defs", "definitions")            # where a schema keeps what its "#/..." references name
+
+
+def _listed_calls(schemas: dict[str, dict], parallel: bool) -> dict:
+    """The array of calls; each tool's definitions move to the root, where its ``#/$defs/...`` references point."""
+    roots: dict[str, dict] = {}
+    items = []
+    for name, parameters in schemas.items():
+        parameters = dict(parameters)
+        for key in _DEFINITIONS:
+            for label, definition in parameters.pop(key, {}).items():
+                if roots.setdefault(key, {}).setdefault(label, definition) != definition:
+                    raise ValueError(f"Two tools define {key} {label!r} differently, and a forced tool call holds "
+                                     "them in one schema: rename one.")
+        items.append({"type": "object", "properties": {"name": {"type": "string", "enum": [name]},
+                                                       "parameters": parameters},
+                      "required": ["name", "parameters"], "additionalProperties": False})
+    return {"type": "array", "items": {"anyOf": items}, "minItems": 1, **({} if parallel else {"maxItems": 1}),
+            **roots}
 
 
 def json_schema_instruction(json_schema: dict) -> str:

@@ -62,6 +62,7 @@ class ChatRequest(BaseModel):
     parse_think_tags: bool = False
     stream: bool = False
     response_schema: ResponseSchema | None = None   # schema=, sent natively (the engine holds the answer to it)
+    count_only: bool = False          # count the prompt's tokens (a ``TokenCount`` from ``run``), answer nothing
 
 
 class ChatDelta(BaseModel):
@@ -95,3 +96,14 @@ class ChatResult(BaseModel):
     stop_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None       # asked for with ``logprobs``: one per generated token
     engine_s: float | None = None     # seconds its host's engine spent on it (``HostCore``), for serving-time metrics
+
+
+class TokenCount(BaseModel):
+    """The answer to a ``count_only`` request: the prompt's tokens as the model would take them in (its chat template,
+    tools and system applied, by its own tokenizer) or as its provider counts them; nothing was generated.
+
+    A flag on ``ChatRequest`` rather than a request type of its own: the count then travels every path a chat does
+    unchanged (the pool's permits by provider, a served model's rewrite to its endpoint, the engine cache by task)."""
+
+    input_tokens: int
+    engine_s: float | None = None     # as ``ChatResult``'s

@@ -131,7 +131,7 @@ class Turn:
     def prompt_tokens(self) -> int:
         if self.reply.prompt_tokens is not None:
             return self.reply.prompt_tokens
-        return _estimate(str(self.body.get("messages") or self.body.get("contents") or ""))
+        return estimate_tokens(str(self.body.get("messages") or self.body.get("contents") or ""))
 
     @property
     def completion_tokens(self) -> int:
@@ -139,10 +139,10 @@ class Turn:
         if reply.completion_tokens is not None:
             return reply.completion_tokens
         calls = "".join(name + str(args) for name, args in reply.tool_calls)
-        return _estimate((reply.content or "") + (reply.reasoning or "") + (reply.refusal or "") + calls)
+        return estimate_tokens((reply.content or "") + (reply.reasoning or "") + (reply.refusal or "") + calls)
 
 
-def _estimate(text: str) -> int:
+def estimate_tokens(text: str) -> int:
     """Rough token count (four characters per token), at least 1, like a real tokenizer's order."""
     return max(1, len(text) // 4)
 

@@ -4,7 +4,7 @@ Routes (all on one port, so one server covers every provider in a test):
 
 * ``POST /v1/chat/completions``, ``POST /v1beta/openai/chat/completions``: OpenAI chat
   (the second is Gemini's OpenAI-compatible path);
-* ``POST /v1/messages``: Anthropic messages;
+* ``POST /v1/messages``: Anthropic messages; ``POST /v1/messages/count_tokens``: its token count;
 * ``POST /api/chat``: Ollama chat;
 * ``POST /v1beta/models/{model}:generateContent``: Gemini's native API, as its image models answer;
 * ``GET /v1/models`` (OpenAI shape, or Anthropic's when the request has ``anthropic-version``),
@@ -184,6 +184,7 @@ class FakeServer:
             Route("/v1/chat/completions", openai, methods=["POST"]),
             Route("/v1beta/openai/chat/completions", openai, methods=["POST"]),
             Route("/v1/messages", self._chat(anthropic_messages), methods=["POST"]),
+            Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
             Route("/api/chat", self._chat(ollama_chat), methods=["POST"]),
             Route("/v1beta/models/{model}:generateContent", self._chat(gemini_native), methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
@@ -218,6 +219,16 @@ class FakeServer:
             return JSONResponse(wire.complete(turn))
 
         return handle
+
+    async def _count_tokens(self, request: Request) -> Response:
+        """Anthropic's token count: a queued fault fails it (no reply is consumed), else the body's estimate."""
+        body = await self._receive(request)
+        fault = self._script.pop_fault()
+        if fault.status is not None:
+            return _error(anthropic_messages, fault.status, fault)
+        if not isinstance(body, dict):
+            return _error(anthropic_messages, 400, Fault(status=400, message="request body is not a JSON object"))
+        return JSONResponse(anthropic_messages.token_count(body))
 
     async def _receive(self, request: Request) -> Any:
         """Record the request, apply the global delay, return the parsed body (None if not JSON)."""

@@ -15,6 +15,7 @@ import pytest
 
 from aimu_ray.demo.servers import free_port
 from aimu_ray.deployments import AppConfig
+from tests.fakes.wire.anthropic_messages import token_count
 
 pytest_plugins = ["tests.fixtures.pytest_fixtures", "tests.fakes.fixtures"]
 
@@ -144,6 +145,38 @@ def test_an_anthropic_model_gets_stop_sequences_and_the_budget_in_its_own_terms(
                                                                                  "budget_tokens": 3000}
     assert sent.body["model"] == "claude-sonnet-4-5" and sent.headers["authorization"] == f"Bearer {PROVIDER_KEY}"
     assert PROVIDER_KEY not in message.model_dump_json()
+
+
+# ----- token counts (POST /v1/messages/count_tokens) -----
+
+def test_an_in_process_model_counts_what_its_answer_takes_in(client):
+    asked = {"model": "smollm2", "system": "Answer in one sentence.",
+             "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    count = client.messages.count_tokens(**asked)
+    message = client.messages.create(max_tokens=2, extra_body={"temperature": 0}, **asked)
+    assert count.input_tokens == message.usage.input_tokens > 10
+
+
+def test_an_anthropic_model_counts_with_its_provider(client, fake):
+    count = client.messages.count_tokens(model="claude", system="Be brief.", messages=HI, tools=[WEATHER],
+                                         thinking={"type": "enabled", "budget_tokens": 2048})
+    sent = fake.requests[-1]
+    assert sent.path == "/v1/messages/count_tokens" and sent.body["model"] == "claude-sonnet-4-5"
+    assert sent.body["system"] == "Be brief." and sent.body["tools"][0]["name"] == "weather"
+    assert sent.body["thinking"] == {"type": "enabled", "budget_tokens": 2048} and "max_tokens" not in sent.body
+    assert count.input_tokens == token_count(sent.body)["input_tokens"] and PROVIDER_KEY not in count.to_json()
+
+
+def test_a_count_is_refused_by_a_provider_that_cannot_count_for_an_unknown_model_and_without_a_key(app, client, fake):
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.count_tokens(model="gpt", messages=HI)
+    assert caught.value.body["error"]["type"] == "invalid_request_error"
+    assert "has no token-counting endpoint" in caught.value.body["error"]["message"] and fake.requests == []
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(model="nope", messages=HI)
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=app, api_key="sk-wrong", max_retries=0).messages.count_tokens(model="tiny",
+                                                                                                  messages=HI)
 
 
 # ----- errors, as Anthropic error objects -----

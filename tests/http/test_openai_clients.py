@@ -193,7 +193,7 @@ def test_fields_that_change_nothing_are_accepted_by_in_process_models(sdk):
     ("tiny", {"web_search_options": {}}, "web_search_options"),
     ("smol", {"verbosity": "low"}, "verbosity"),
     ("tiny", {"frequency_penalty": 0.5}, "frequency_penalty"),
-    ("tiny", {"tool_choice": "required"}, "tool_choice"),
+    ("tiny", {"tool_choice": "required"}, "tool_choice"),              # a forced call goes with tools
     ("smol", {"function_call": {"name": "weather"}}, "function_call"),
     ("tiny", {"top_logprobs": 2}, "top_logprobs"),
     ("tiny", {"temprature": 0.5}, "temprature"),

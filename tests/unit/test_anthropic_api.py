@@ -90,6 +90,24 @@ def test_tool_choice_none_sends_no_tools_and_a_model_without_tools_refuses_them(
         body(tools=[WEATHER]).as_request(HF_TEXT, print)
 
 
+def test_a_forced_tool_choice_is_an_in_process_models_grammar_and_a_remote_models_400():
+    smol = served_model("llamacpp:smollm2;tools")
+    named = body(tools=[WEATHER], tool_choice={"type": "tool", "name": "weather"}).as_request(smol, print)
+    assert named.response_schema.calls == "named" and named.response_schema.json_schema == WEATHER["input_schema"]
+    assert "tool_choice" not in named.params
+    one = body(tools=[WEATHER], tool_choice={"type": "any", "disable_parallel_tool_use": True}).as_request(smol, print)
+    assert one.response_schema.calls == "listed" and one.response_schema.json_schema["maxItems"] == 1
+    with pytest.raises(ValueError, match="'clock', which is not among the tools"):
+        body(tools=[WEATHER], tool_choice={"type": "tool", "name": "clock"}).as_request(smol, print)
+    with pytest.raises(ValueError, match="it goes with tools"):
+        body(tool_choice={"type": "any"}).as_request(smol, print)
+    with pytest.raises(ValueError, match="send one of the two"):
+        body(tools=[WEATHER], tool_choice={"type": "any"},
+             output_config={"format": {"type": "json_schema", "schema": {"type": "object"}}}).as_request(smol, print)
+    with pytest.raises(ValueError, match="tool_choice 'any' forces a tool call, which this route asks only of"):
+        body(tools=[WEATHER], tool_choice={"type": "any"}).as_request(COMPAT, print)
+
+
 def test_an_anthropic_model_gets_its_own_stop_sequences_and_the_exact_thinking_budget():
     asked = body(max_tokens=4000, stop_sequences=["END"], thinking={"type": "enabled", "budget_tokens": 3000})
     params = asked.as_request(CLAUDE, print).params
@@ -138,8 +156,7 @@ def test_fields_that_change_nothing_are_taken():
      "does not fetch URLs"),
     ({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}, "'document' blocks"),
     ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "server tool 'web_search_20250305'"),
-    ({"tool_choice": {"type": "tool", "name": "weather"}}, "forces a tool call"),
-    ({"tool_choice": {"type": "any"}}, "forces a tool call"),
+    ({"tool_choice": {"type": "tool"}}, "name goes with type 'tool'"),
     ({"container": "container_1"}, "container"),
     ({"thinking": {"type": "enabled"}}, "budget_tokens goes with type 'enabled'"),
     ({"thinking": {"type": "enabled", "budget_tokens": 2048}}, "greater than thinking.budget_tokens"),

@@ -39,6 +39,8 @@ def test_a_field_that_is_not_openais_is_refused_by_name():
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"logit_bias": {"word": 1}}, "logit_bias"),
     ({"functions": [TOOL["function"]], "tools": [TOOL]}, "functions"),
+    ({"tool_choice": "required"}, "tool_choice forces a call to one of the tools"),
+    ({"function_call": {"name": "f"}}, "function_call forces a call to one of the tools"),
 ])
 def test_what_no_model_can_honour_is_refused_by_name(fields, name):
     with pytest.raises(ValidationError, match=name):
@@ -49,14 +51,17 @@ def test_what_no_model_can_honour_is_refused_by_name(fields, name):
     ("hf", {"seed": 1, "stop": "x", "logprobs": True, "top_logprobs": 3, "logit_bias": {"5": 1}}, None),
     ("hf", {"frequency_penalty": 0.5}, "frequency_penalty"),
     ("hf", {"presence_penalty": 0.5}, "presence_penalty"),
-    ("hf", {"tool_choice": "required"}, "tool_choice"),
+    ("hf", {"tools": [TOOL], "tool_choice": "required", "parallel_tool_calls": False}, None),
+    ("ollama", {"tools": [TOOL], "tool_choice": "required"}, "tool_choice"),
     ("hf", {"web_search_options": {}}, "web_search_options"),
-    ("llamacpp", {"function_call": {"name": "f"}}, "function_call"),
+    ("llamacpp", {"functions": [TOOL["function"]], "function_call": {"name": "f"}}, None),
+    ("ollama", {"functions": [TOOL["function"]], "function_call": {"name": "f"}}, "function_call"),
     ("llamacpp", {"verbosity": "low"}, "verbosity"),
     ("anthropic", {"seed": 3}, "seed"),
     ("anthropic", {"logprobs": True}, "logprobs"),
-    ("anthropic", {"tool_choice": "required", "stop": ["x"]}, None),
+    ("anthropic", {"tools": [TOOL], "tool_choice": "required", "stop": ["x"]}, None),
     ("ollama", {"logit_bias": {"5": 1}}, "logit_bias"),
+    ("ollama", {"logprobs": True, "top_logprobs": 3, "seed": 1}, None),
     ("openai", {"verbosity": "low", "web_search_options": {}, "logprobs": True, "moderation": {"model": "x"}}, None),
 ])
 def test_fields_are_checked_against_the_models_wire(protocol, fields, refused):

@@ -1,7 +1,7 @@
-"""Constrained decoding for the HF text engine: a ``schema=`` answer is generated under a grammar built from its
-JSON Schema, so it parses by construction. The grammars are xgrammar's (the engine vLLM and SGLang use): compiled
-once per schema against the model's tokenizer, then matched token by token, a bitmask of allowed next tokens per
-row and step.
+"""Constrained decoding for the HF text engine: a ``schema=`` answer (or a forced tool call) is generated under a
+grammar built from its JSON Schema, so it parses by construction. The grammars are xgrammar's (the engine vLLM and
+SGLang use): compiled once per schema against the model's tokenizer, then matched token by token, a bitmask of
+allowed next tokens per row and step.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class SchemaGrammars:
             try:                            # as written: the grammar keeps the schema's order of properties
                 self._compiled[key] = compiler.compile_json_schema(json.dumps(json_schema), any_whitespace=False)
             except Exception as error:      # noqa: BLE001 -- xgrammar raises RuntimeError from C++ for bad schemas
-                raise ValueError(f"schema= cannot be compiled to a grammar: {error}") from None
+                raise ValueError(f"The schema (schema=, response_format or a forced tool's parameters) cannot be "
+                                 f"compiled to a grammar: {error}") from None
         return self._compiled[key]
 
     def _grammar_compiler(self) -> Any:

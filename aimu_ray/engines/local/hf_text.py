@@ -12,7 +12,8 @@ Three things differ from aimu, on purpose:
 Everything else follows aimu: ``model_kwargs=None`` loads with ``dtype="auto"`` (plus the placed
 ``device_map`` on a GPU) and an explicit dict replaces those defaults; the chat template gets the
 tools and ``enable_thinking`` (defaulting to whether the model thinks); ``<think>`` blocks are split,
-also when the prompt itself opened one; tool calls written as text are parsed (``_tool_formats``);
+also when the prompt itself opened one; tool calls written as text are parsed (``_tool_formats``), and a
+call forced by ``tool_choice`` is generated under a grammar of the tools' schemas;
 a prompt longer than the model's context raises ``ContextOverflowError`` before any work (one that a bound from
 the vocabulary shows too long, before it is even tokenized: ``longest_token_bytes``).
 """
@@ -41,11 +42,11 @@ from ...models.errors import ContextOverflowError
 from ...models.limits import fewest_tokens
 from ...models.load import ModelLoad, Target
 from ...models.thinking import THINK_OPEN
-from ...models.wire import ChatDelta, ChatRequest, ChatResult, TokenLogprob, TopLogprob, Usage
+from ...models.wire import ChatDelta, ChatRequest, ChatResult, TokenCount, TokenLogprob, TopLogprob, Usage
 from .batching import BatchStats, DynamicBatcher, Row, generate_rows
 from .grammar import SchemaGrammars
 from ..reply import ReplyBuilder
-from ..tool_formats import ToolCallStream
+from ..tool_formats import ForcedToolCalls, ToolCallStream
 
 logger = logging.getLogger("aimu_ray")
 
@@ -88,8 +89,10 @@ class HFTextEngine:
         """How many ``generate`` calls served how many rows: batching made visible to tests and benchmarks."""
         return self._batcher.stats
 
-    async def run(self, request: ChatRequest) -> ChatResult:
-        """The stream, drained: one path, so ``run`` and ``stream`` cannot disagree."""
+    async def run(self, request: ChatRequest) -> ChatResult | TokenCount:
+        """The stream, drained: one path, so ``run`` and ``stream`` cannot disagree (a count: ``count_tokens``)."""
+        if request.count_only:
+            return await self.count_tokens(request)
         async with aclosing(self.stream(request)) as items:
             async for item in items:
                 result = item
@@ -100,8 +103,8 @@ class HFTextEngine:
         prompt = await asyncio.to_thread(self._prepare, request)
         row = Row(prompt.input_ids, prompt.max_new_tokens, prompt.settings, prompt.key, prompt.extra, prompt.grammar,
                   seed=prompt.asks.seed, top_logprobs=prompt.asks.top_logprobs)
-        reply = ReplyBuilder(request.parse_think_tags, start_inside=prompt.opens_thinking,
-                             text_tool_calls=ToolCallStream() if request.tools else None)
+        reply = ReplyBuilder(request.parse_think_tags, start_inside=prompt.opens_thinking and prompt.grammar is None,
+                             text_tool_calls=_text_tool_calls(request))
         text, stops = IncrementalDecoder(self._tokenizer), StopStrings(prompt.asks.stop)
         received = 0                                   # tokens read: those past a stop string are not the answer's
         self._batcher.submit(row)
@@ -123,6 +126,11 @@ class HFTextEngine:
                 item.logprobs = self._pieces.logprobs(row.scores[:received])
             yield item
 
+    async def count_tokens(self, request: ChatRequest) -> TokenCount:
+        """The prompt's tokens as ``stream`` feeds them (template, tools and thinking kwargs applied), counted off
+        the batcher: nothing is generated, and no context check refuses a long one."""
+        return TokenCount(input_tokens=await asyncio.to_thread(self._prompt_tokens, request))
+
     async def aclose(self) -> None:
         """Stop the generation thread (a running batch ends at its next step) and free the weights."""
         await asyncio.to_thread(self._batcher.close)
@@ -139,8 +147,7 @@ class HFTextEngine:
         params = dict(request.params)
         asks = RequestAsks.take(params)
         settings, template_kwargs = generation_settings(self._defaults, params)
-        messages, images = hf_messages(request.messages, vision=self._processor is not None)
-        text = self._render(messages, request.tools, {"enable_thinking": request.parse_think_tags, **template_kwargs})
+        text, images = self._prompt(request, template_kwargs)
         fewest = fewest_tokens(text, self._longest_token) if self._longest_token else 0
         if self._context and fewest > self._context:     # known without tokenizing: a huge prompt costs nothing
             raise self._overflow(f"at least {fewest}")
@@ -155,12 +162,26 @@ class HFTextEngine:
                        settings=settings, max_new_tokens=self._budget(settings, len(input_ids)),
                        key=object() if alone else (batch_key(settings), schema_key), grammar=grammar, asks=asks)
 
+    def _prompt(self, request: ChatRequest, template_kwargs: dict[str, Any]) -> tuple[str, list]:
+        """The rendered prompt and the images it holds: the chat template with the tools and thinking kwargs."""
+        messages, images = hf_messages(request.messages, vision=self._processor is not None)
+        text = self._render(messages, request.tools, {"enable_thinking": request.parse_think_tags, **template_kwargs})
+        return text, images
+
+    def _prompt_tokens(self, request: ChatRequest) -> int:
+        params = dict(request.params)
+        RequestAsks.take(params)               # seed, stop, logprobs: no prompt's; the rest is checked as _prepare does
+        _, template_kwargs = generation_settings(self._defaults, params)
+        text, images = self._prompt(request, template_kwargs)
+        return len(self._encode(text, images)[0])
+
     def _grammar(self, request: ChatRequest, settings: GenerationConfig) -> tuple[Any, str | None]:
         """The compiled grammar of the request's schema (and the key rows sharing it batch by), or none."""
         if request.response_schema is None:
             return None, None
         if (settings.num_beams or 1) > 1:
-            raise ValueError("schema= generates one answer token by token under its grammar: num_beams must be 1.")
+            raise ValueError("A response schema or a forced tool call generates one answer token by token under its "
+                             "grammar: num_beams must be 1.")
         schema = request.response_schema.json_schema
         return self._grammars.compiled(schema), json.dumps(schema, sort_keys=True)
 
@@ -201,6 +222,15 @@ class HFTextEngine:
         input_ids = encoded.pop("input_ids")[0].tolist()
         encoded.pop("attention_mask", None)
         return input_ids, dict(encoded)
+
+
+def _text_tool_calls(request: ChatRequest) -> ForcedToolCalls | ToolCallStream | None:
+    """How the answer's text holds tool calls: all of it, when the call was forced by grammar; else in whichever
+    format the model writes, when it was given tools."""
+    schema = request.response_schema
+    if schema is not None and schema.calls:
+        return ForcedToolCalls(schema)
+    return ToolCallStream() if request.tools else None
 
 
 @dataclass

@@ -20,8 +20,9 @@ from ...adapters.openai import openai_messages
 from ...models.errors import ContextOverflowError
 from ...models.limits import fewest_tokens
 from ...models.load import ModelLoad, Target
-from ...models.wire import ChatDelta, ChatRequest, ChatResult, TokenLogprob, Usage
+from ...models.wire import ChatDelta, ChatRequest, ChatResult, TokenCount, TokenLogprob, Usage
 from ..reply import ReplyBuilder
+from ..tool_formats import ForcedToolCalls
 
 T = TypeVar("T")
 _REASONING_FIELDS = ("reasoning_content", "reasoning")   # where llama.cpp's reasoning parsers put thinking
@@ -42,7 +43,9 @@ class LlamaCppEngine:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp")
         self._turn = asyncio.Lock()
 
-    async def run(self, request: ChatRequest) -> ChatResult:
+    async def run(self, request: ChatRequest) -> ChatResult | TokenCount:
+        if request.count_only:
+            return await self.count_tokens(request)
         async with aclosing(self._run(request, stream=False)) as items:
             async for item in items:
                 pass
@@ -51,6 +54,13 @@ class LlamaCppEngine:
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
         return self._run(request, stream=True)
 
+    async def count_tokens(self, request: ChatRequest) -> TokenCount:
+        """The prompt's tokens as ``create_chat_completion`` feeds them: the model's own chat handler formats and
+        tokenizes the messages and tools (``PromptOnly``), and nothing is generated. It takes a turn like any request,
+        as the handler's work runs on the model's thread."""
+        async with self._turn:
+            return TokenCount(input_tokens=await self._in_worker(_prompt_tokens, self._llm, request))
+
     async def aclose(self) -> None:
         async with self._turn:
             await self._in_worker(self._llm.close)
@@ -58,7 +68,9 @@ class LlamaCppEngine:
 
     async def _run(self, request: ChatRequest, stream: bool) -> AsyncIterator[ChatDelta | ChatResult]:
         """Deltas, then the result: a whole reply is absorbed as a stream of one part."""
-        reply = ReplyBuilder(request.parse_think_tags)
+        schema = request.response_schema
+        reply = ReplyBuilder(request.parse_think_tags,            # a call forced by grammar is the whole answer
+                             text_tool_calls=ForcedToolCalls(schema) if schema and schema.calls else None)
         logprobs: list[TokenLogprob] | None = [] if request.params.get("logprobs") else None
         parts = self._parts(request, stream)
         async with self._turn:
@@ -100,9 +112,47 @@ class LlamaCppEngine:
         return asyncio.get_running_loop().run_in_executor(self._worker, call, *args)
 
 
+class PromptOnly:
+    """The model as its chat handler sees it, but stopped at the completion the handler asks for: the handler formats
+    and tokenizes the prompt exactly as for an answer, and ``create_completion`` hands the prompt back unanswered."""
+
+    def __init__(self, llm: llama_cpp.Llama):
+        self._llm = llm
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llm, name)
+
+    def create_completion(self, prompt: list[int] | str, **settings: Any) -> Any:
+        raise _Prompt(prompt)
+
+
+class _Prompt(Exception):
+    """How ``PromptOnly`` stops a handler: the prompt it would have completed."""
+
+    def __init__(self, prompt: list[int] | str):
+        super().__init__("prompt formatted")
+        self.prompt = prompt
+
+
+def _prompt_tokens(llm: llama_cpp.Llama, request: ChatRequest) -> int:
+    """Runs on the worker thread: ``create_chat_completion``'s own path (its choice of handler, its arguments) on
+    ``PromptOnly``. Handlers that write their prompt as text over several completions (functionary, chatml-function-
+    calling) have no one prompt to count."""
+    try:
+        llama_cpp.Llama.create_chat_completion(PromptOnly(llm), **request.params,
+                                               messages=openai_messages(request.messages),
+                                               tools=request.tools or None)
+    except _Prompt as formatted:
+        if isinstance(formatted.prompt, list):
+            return len(formatted.prompt)
+    raise ValueError(f"The chat format of this model ({llm.chat_format or 'its chat_handler'}) does not hand llama.cpp "
+                     "one tokenized prompt (it writes text over several completions), so its tokens cannot be counted "
+                     "without generating; with the GGUF's own chat template (the default) they can.")
+
+
 def _grammar(request: ChatRequest) -> Any:
-    """``schema=`` as llama.cpp holds to it: a grammar built from the JSON Schema, so the answer parses. A schema
-    its converter cannot take is the caller's mistake (a ValueError), not the engine's."""
+    """``schema=`` (or a forced tool call's schema) as llama.cpp holds to it: a grammar built from the JSON Schema, so
+    the answer parses. A schema its converter cannot take is the caller's mistake (a ValueError), not the engine's."""
     if request.response_schema is None:
         return None
     from llama_cpp import LlamaGrammar
@@ -110,7 +160,8 @@ def _grammar(request: ChatRequest) -> Any:
     try:
         return LlamaGrammar.from_json_schema(json.dumps(request.response_schema.json_schema), verbose=False)
     except Exception as error:          # noqa: BLE001 -- the converter fails with asserts, KeyErrors, ...
-        raise ValueError(f"schema= cannot be made a llama.cpp grammar: {type(error).__name__}: {error}") from None
+        raise ValueError("The schema (schema=, response_format or a forced tool's parameters) cannot be made a "
+                         f"llama.cpp grammar: {type(error).__name__}: {error}") from None
 
 
 def llama_kwargs(target: Target, *, model_path: str | None = None, n_ctx: int = 4096, n_gpu_layers: int | None = None,

@@ -11,13 +11,16 @@ from typing import Any, AsyncIterator
 from ...adapters.anthropic import anthropic_messages, anthropic_tools
 from ...models.errors import ModelRefusalError
 from ...models.structured import ResponseSchema
-from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, Usage
+from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, TokenCount, Usage
 from .errors import json_answer
 from .base import RemoteEngine, import_sdk, sdk_client_options
 from ..reply import ReplyBuilder
 
 logger = logging.getLogger("aimu_ray")
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+# What of a message's arguments shapes its prompt, and so what ``messages.count_tokens`` takes of them (no sampling,
+# no max_tokens, no stop sequences)
+_COUNTED = ("model", "messages", "system", "tools", "tool_choice", "thinking", "output_config")
 
 
 class AnthropicEngine(RemoteEngine):
@@ -54,6 +57,13 @@ class AnthropicEngine(RemoteEngine):
         reply.usage = _usage(message.usage)
         _stop(reply, message.stop_reason, message.stop_details, request)
         return reply.result()
+
+    async def _count(self, kwargs: dict[str, Any], request: ChatRequest) -> TokenCount:
+        """Anthropic's own count of the message's prompt (``/v1/messages/count_tokens``): tools, system and thinking
+        included, as the message would send them."""
+        asked = {name: kwargs[name] for name in _COUNTED if name in kwargs}
+        counted = json_answer(await self._client.messages.count_tokens(**asked), request)
+        return TokenCount(input_tokens=counted.input_tokens)
 
     async def _stream_once(self, kwargs: dict[str, Any], request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
         reply = ReplyBuilder()

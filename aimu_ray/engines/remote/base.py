@@ -1,9 +1,9 @@
 """The part every remote engine shares: the retry loop and error translation around one provider call.
 
-A subclass only converts the conversation and tools (``_conversation``, ``_tools``) and makes one attempt (``_complete`` or
-``_stream_once``); ``run`` and ``stream`` here add the rest, written once, so every provider retries,
-backs off and fails the same way and an engine used directly (a unit test, a Serve replica) is as safe as
-one used through an actor.
+A subclass only converts the conversation and tools (``_conversation``, ``_tools``) and makes one attempt (``_complete``,
+``_stream_once``, or ``_count`` where the provider counts tokens); ``run`` and ``stream`` here add the rest, written
+once, so every provider retries, backs off and fails the same way and an engine used directly (a unit test, a Serve
+replica) is as safe as one used through an actor.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, ClassVar, TypeVar
 
 from ...models.providers import PROVIDERS
 from ...models.structured import ResponseSchema
-from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint
+from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, TokenCount
 from .errors import translate
 from ..base import stream_with_retries, with_retries
 
@@ -52,10 +52,10 @@ class RemoteEngine(ABC):
     protocol: ClassVar[str]
     _client: Any
 
-    async def run(self, request: ChatRequest) -> ChatResult:
+    async def run(self, request: ChatRequest) -> ChatResult | TokenCount:
         kwargs = self._prepare(request)
-        return await with_retries(lambda: _translated(self._complete(kwargs, request), request),
-                                  request.endpoint.max_retries)
+        attempt = self._count if request.count_only else self._complete
+        return await with_retries(lambda: _translated(attempt(kwargs, request), request), request.endpoint.max_retries)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
         kwargs = self._prepare(request)
@@ -96,6 +96,13 @@ class RemoteEngine(ABC):
     @abstractmethod
     def _stream_once(self, kwargs: dict[str, Any], request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
         """One streaming attempt: deltas, then the ``ChatResult``."""
+
+    async def _count(self, kwargs: dict[str, Any], request: ChatRequest) -> TokenCount:
+        """One count of the prompt's tokens by the provider. Most have no endpoint for it, and a count guessed here
+        would differ from the provider's own, so they refuse."""
+        raise ValueError(f"Provider {request.provider!r} has no token-counting endpoint, so its models cannot count "
+                         "a prompt's tokens here (no count is guessed). Counts come from in-process models (hf:, "
+                         "llamacpp:) and Anthropic's.")
 
 
 # The typed error is raised after the ``except`` block, not inside it: raised inside, it would keep the

@@ -1,5 +1,6 @@
 """The native Ollama engine (``/api/chat``): ``think``, ``keep_alive`` and ``options`` arrive in the params,
-images travel as bare base64 beside the message text, tool-call arguments stay objects."""
+images travel as bare base64 beside the message text, tool-call arguments stay objects, and ``logprobs`` /
+``top_logprobs`` come back per token (each stream part carries its own tokens')."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, AsyncIterator
 
 from ...adapters.ollama import ollama_messages
 from ...models.structured import ResponseSchema
-from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, Usage
+from ...models.wire import ChatDelta, ChatRequest, ChatResult, Endpoint, TokenLogprob, TopLogprob, Usage
 from .base import RemoteEngine, import_sdk, secret
 from ..reply import ReplyBuilder
 
@@ -16,6 +17,8 @@ from ..reply import ReplyBuilder
 # The pool the openai and anthropic SDKs default to; httpx's own (100 connections) makes a large fan-out
 # queue for connections: 1,000 concurrent requests to a 0.2 s fake took 30 s instead of 4.5 s.
 POOL_LIMITS = {"max_connections": 1000, "max_keepalive_connections": 100}
+# Arguments of the chat call itself that the adapter files under ``options`` with every key it does not know
+CHAT_ARGUMENTS = ("logprobs", "top_logprobs")
 
 
 class OllamaEngine(RemoteEngine):
@@ -37,19 +40,36 @@ class OllamaEngine(RemoteEngine):
     def _hold_to(self, schema: ResponseSchema, kwargs: dict[str, Any]) -> None:
         kwargs["format"] = schema.json_schema
 
+    def _prepare(self, request: ChatRequest) -> dict[str, Any]:
+        """The call's arguments, with ``logprobs`` and ``top_logprobs`` lifted out of ``options`` to the top level,
+        where Ollama reads them (the request's own ``options`` are left as they are)."""
+        kwargs = super()._prepare(request)
+        options = dict(kwargs.get("options") or {})
+        kwargs.update({name: options.pop(name) for name in CHAT_ARGUMENTS if name in options})
+        if "options" in kwargs:
+            kwargs["options"] = options
+        return kwargs
+
     async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:
         response = await self._client.chat(**{**kwargs, "stream": False})
         reply = ReplyBuilder(request.parse_think_tags)
         _absorb(reply, response)
-        return reply.result()
+        result = reply.result()
+        result.logprobs = _logprobs(response) if kwargs.get("logprobs") else None
+        return result
 
     async def _stream_once(self, kwargs: dict[str, Any], request: ChatRequest) -> AsyncIterator[ChatDelta | ChatResult]:
         reply = ReplyBuilder(request.parse_think_tags)
+        logprobs: list[TokenLogprob] | None = [] if kwargs.get("logprobs") else None
         async with aclosing(await self._client.chat(**{**kwargs, "stream": True})) as parts:
             async for part in parts:
                 for delta in _absorb(reply, part):
                     yield delta
+                if logprobs is not None:
+                    logprobs += _logprobs(part)
         for item in reply.finish():
+            if isinstance(item, ChatResult):
+                item.logprobs = logprobs
             yield item
 
 
@@ -63,6 +83,15 @@ def _absorb(reply: ReplyBuilder, part: Any) -> list[ChatDelta]:
         reply.stop_reason = part.done_reason
         reply.usage = _usage(part)
     return deltas
+
+
+def _logprobs(part: Any) -> list[TokenLogprob]:
+    """The tokens of a whole response, or of one stream part, with their log-probabilities and the alternatives
+    asked for. Ollama sends each token's bytes too, but the SDK's types drop them."""
+    return [TokenLogprob(token=token.token, logprob=token.logprob,
+                         top_logprobs=[TopLogprob(token=other.token, logprob=other.logprob)
+                                       for other in token.top_logprobs or []])
+            for token in part.logprobs or []]
 
 
 def _usage(part: Any) -> Usage | None:

@@ -5,7 +5,8 @@ then one ``tool_use`` per tool call. Streams are SSE with ``event:`` lines, in A
 order: message_start, ping, then per block content_block_start / content_block_delta
 (thinking_delta + signature_delta, text_delta, input_json_delta) / content_block_stop, then
 message_delta (stop reason and usage) and message_stop. The SDK skips SSE events without an
-``event:`` line, so every event here, garbage included, carries one.
+``event:`` line, so every event here, garbage included, carries one. ``/v1/messages/count_tokens``
+answers ``{"input_tokens": n}``, estimated over the system, messages, tools and thinking it was sent.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import json
 from typing import Any, Iterator
 
-from tests.fakes.script import CONTEXT_LENGTH_EXCEEDED, Fault, Turn
+from tests.fakes.script import CONTEXT_LENGTH_EXCEEDED, Fault, Turn, estimate_tokens
 from tests.fakes.wire import dumps, fragments, words
 
 STREAM_MEDIA_TYPE = "text/event-stream"
@@ -55,6 +56,12 @@ def stream(turn: Turn) -> Iterator[bytes]:
         yield _event("content_block_stop", index=index)
     yield _event("message_delta", delta=_stop(turn), usage=_usage(turn))
     yield _event("message_stop")
+
+
+def token_count(body: dict[str, Any]) -> dict[str, Any]:
+    """The answer of ``/v1/messages/count_tokens``: what of the body makes the prompt, estimated."""
+    prompt = [body.get(name) for name in ("system", "messages", "tools", "tool_choice", "thinking")]
+    return {"input_tokens": estimate_tokens(dumps(prompt))}
 
 
 def error(status: int, fault: Fault) -> dict[str, Any]:

@@ -5,6 +5,11 @@ the cloud APIs). Thinking lines (``message.thinking``) come first, then content 
 one line with all tool calls (arguments as objects, not JSON strings), then a final line with
 ``done: true``, ``done_reason`` and the token counts and durations. Errors are
 ``{"error": "..."}``. Ollama has no refusal field, so a refusal is spoken as content.
+
+Asked with ``"logprobs": true``, the answer carries Ollama's ``logprobs``: one entry per content token (each word
+of the content is a token here) with ``token``, ``logprob``, ``bytes`` and, with ``top_logprobs`` > 0, that many
+alternatives, the token itself first; a stream's content lines each carry their own token's entry. The numbers are
+made up, but fixed: the i-th token has log-probability -(i + 1) / 8, its k-th alternative k less.
 """
 
 from __future__ import annotations
@@ -36,15 +41,15 @@ def wants_stream(body: dict[str, Any]) -> bool:
 def complete(turn: Turn) -> dict[str, Any]:
     reply = turn.reply
     message = _message(content=_content(turn), thinking=reply.reasoning, tool_calls=_tool_calls(turn))
-    return _done(turn, message)
+    return {**_done(turn, message), **_logprobs(turn, words(_content(turn)))}
 
 
 def stream(turn: Turn) -> Iterator[bytes]:
     reply = turn.reply
     for piece in words(reply.reasoning):
         yield _line(_chunk(turn, _message(thinking=piece)))
-    for piece in words(_content(turn)):
-        yield _line(_chunk(turn, _message(content=piece)))
+    for index, piece in enumerate(words(_content(turn))):
+        yield _line({**_chunk(turn, _message(content=piece)), **_logprobs(turn, [piece], index)})
     if reply.tool_calls:
         yield _line(_chunk(turn, _message(tool_calls=_tool_calls(turn))))
     yield _line(_done(turn, _message()))
@@ -66,6 +71,23 @@ def _message(content: str = "", thinking: str | None = None, tool_calls: list | 
     if tool_calls:
         message["tool_calls"] = tool_calls
     return message
+
+
+def _logprobs(turn: Turn, tokens: list[str], first: int = 0) -> dict[str, Any]:
+    """``{"logprobs": [...]}`` for ``tokens`` (the first being the answer's ``first``-th), or nothing when not asked."""
+    if not turn.body.get("logprobs"):
+        return {}
+    top = turn.body.get("top_logprobs") or 0
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    logprobs = []
+    for index, token in enumerate(tokens, start=first):
+        chosen = -(index + 1) / 8
+        alternatives = [entry(token, chosen), *(entry(f"{token.strip()}~{k}", chosen - k) for k in range(1, top))]
+        logprobs.append({**entry(token, chosen), **({"top_logprobs": alternatives} if top else {})})
+    return {"logprobs": logprobs}
 
 
 def _tool_calls(turn: Turn) -> list[dict[str, Any]]:
