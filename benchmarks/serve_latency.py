@@ -186,8 +186,10 @@ class InProcessBackend:
 # ----- measurements -----
 
 async def latency_at(fn, clients: int, requests: int) -> dict:
-    """``requests`` calls of ``fn`` from ``clients`` concurrent loops: per-call ms and requests/s."""
+    """``requests`` calls of ``fn`` from ``clients`` concurrent loops: per-call ms and requests/s of those answered,
+    and how many failed (a failure is a figure too: it is printed, and the run goes on)."""
     times: list[float] = []
+    failed: list[str] = []
     left = requests
 
     async def loop() -> None:
@@ -195,12 +197,21 @@ async def latency_at(fn, clients: int, requests: int) -> dict:
         while left > 0:
             left -= 1
             start = time.perf_counter()
-            await fn()
+            try:
+                await fn()
+            except Exception as error:        # noqa: BLE001 -- counted and shown, not hidden
+                failed.append(f"{type(error).__name__}: {str(error)[:160]}")
+                continue
             times.append((time.perf_counter() - start) * 1e3)
 
     start = time.perf_counter()
     await asyncio.gather(*(loop() for _ in range(clients)))
-    return {"p50": percentile(times, 0.5), "p90": percentile(times, 0.9), "rps": len(times) / (time.perf_counter() - start)}
+    if failed:
+        print(f"{len(failed)} of {requests} calls failed at {clients} clients, first: {failed[0]}", file=sys.stderr)
+    nan = float("nan")
+    return {"p50": percentile(times, 0.5) if times else nan, "p90": percentile(times, 0.9) if times else nan,
+            "failed": len(failed),
+            "rps": len(times) / (time.perf_counter() - start)}
 
 
 async def chat_latency(paths: dict, levels: list[int], requests: int, warmup: int) -> dict:
@@ -241,7 +252,7 @@ async def hop_profile(http, requests: int) -> dict:
 
 def _merged(parts: list[dict]) -> dict:
     return {"p50": statistics.median(p["p50"] for p in parts), "p90": statistics.median(p["p90"] for p in parts),
-            "rps": statistics.mean(p["rps"] for p in parts)}
+            "rps": statistics.mean(p["rps"] for p in parts), "failed": sum(p["failed"] for p in parts)}
 
 
 def sdk_stream(sdk, model: str, prompt: str, **kwargs):
@@ -404,7 +415,8 @@ def report(args, sides: dict[str, dict]) -> None:
         for name in names:
             row = "".join(f"{sides[side]['latency'][str(clients)][name][m]:>11.{0 if m == 'rps' else 2}f}"
                           for side in SIDES for m in ("p50", "p90", "rps"))
-            print(f"{name:<18}{row}")
+            failed = {side: sides[side]['latency'][str(clients)][name]["failed"] for side in SIDES}
+            print(f"{name:<18}{row}" + (f"   failed: {failed}" if any(failed.values()) else ""))
         if "HTTP LiteLLM" not in names:
             print(f"{'HTTP LiteLLM':<18}not measured: {sides['on']['litellm_note']}")
     print()

@@ -144,6 +144,8 @@ class FakeServer:
             access_log=False,
             lifespan="off",
             backlog=2048,
+            timeout_keep_alive=75,      # as long as real providers' fronts (nginx's default): uvicorn's 5 s let a
+                                        # pooled connection close under a client reusing it (a ReadError)
             limit_concurrency=None,
             timeout_graceful_shutdown=1,
         )
