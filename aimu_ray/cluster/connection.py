@@ -73,9 +73,10 @@ def fast_serve_env() -> dict[str, str]:
     (the console of ``aimu-ray serve``) as they come, not held in Serve's files until 1,000 are buffered; a handle
     call may carry up to ``GRPC_MESSAGE_BYTES`` (gRPC's 4 MiB refuses a few images or a long clip); an ingress
     replica being stopped keeps answering ``DRAINING_S``, not 30 s; HAProxy's manager gets ``PROXY_READY_S`` to come
-    up (Serve allows 5 s, short on a busy machine); its stats and metrics, and the Serve proxy it keeps as a fallback,
-    get ports of this start's own, so two local Rays on one machine do not meet. A variable already set in this process's environment wins: Ray's names turn a part
-    on or off (``RAY_SERVE_ENABLE_HA_PROXY=0`` keeps Serve's proxy).
+    up (Serve allows 5 s, short on a busy machine); its stats and metrics, and the Serve proxy it keeps as a
+    fallback, get ports of this start's own, so two local Rays on one machine do not meet. A variable already set in
+    this process's environment wins: Ray's names turn a part on or off (``RAY_SERVE_ENABLE_HA_PROXY=0`` keeps
+    Serve's proxy).
     """
     env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_LOG_TO_STDERR": "1",
            "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",

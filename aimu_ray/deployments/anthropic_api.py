@@ -558,5 +558,5 @@ class AnthropicEvents:
         return AnthropicEvents.event(answer.anthropic().body)
 
 
-__all__ = ["AnthropicEvents", "CountTokensRequest", "MessagesRequest", "message_answer", "message_events", "message_out",
-           "token_count"]
+__all__ = ["AnthropicEvents", "CountTokensRequest", "MessagesRequest", "message_answer", "message_events",
+           "message_out", "token_count"]

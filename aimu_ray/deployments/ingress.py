@@ -120,32 +120,20 @@ class Ingress:
         if body.tool_list() and body.choice() != "none" and not served.model.caps.tools:
             raise HTTPException(400, f"Model {body.model!r} does not take tools (its config can say so with "
                                      "';tools' after its model string).")
-        if body.stream:
-            return await self._event_stream(served, "chat", lambda clocked: self._chat_events(clocked, body))
-        async with self._observed(body.model, "chat") as clock:
-            return await chat_answer(clock.around(served), body, self._metrics.count_tokens)
+        return await self._text_answer(served, body, "chat", chat_answer, chat_chunks)
 
     async def completions(self, body: CompletionRequest, request: Request):
         """OpenAI's legacy text completions, each prompt sent as a user message (``openai_completions``)."""
         served = await self._serving(body.model, "text")
-        if body.stream:
-            return await self._event_stream(
-                served, "completions", lambda clocked: text_chunks(clocked, body, self._metrics.count_tokens))
-        async with self._observed(body.model, "completions") as clock:
-            return await text_answer(clock.around(served), body, self._metrics.count_tokens)
+        return await self._text_answer(served, body, "completions", text_answer, text_chunks)
 
     async def messages(self, body: MessagesRequest, request: Request):
         """Anthropic's Messages API on the same models (``anthropic_api``); ``anthropic-version`` is not read."""
         served = await self._serving(body.model, "text")
-        if body.stream:
-            return await self._event_stream(
-                served, "messages", lambda clocked: message_events(clocked, body, self._metrics.count_tokens),
-                AnthropicEvents)
-        async with self._observed(body.model, "messages") as clock:
-            return await message_answer(clock.around(served), body, self._metrics.count_tokens)
+        return await self._text_answer(served, body, "messages", message_answer, message_events, AnthropicEvents)
 
     async def count_message_tokens(self, body: CountTokensRequest, request: Request) -> dict:
-        """Anthropic's token count of a Messages body, by the served model itself or its provider (``anthropic_api``)."""
+        """Anthropic's token count of a Messages body, by the served model or its provider (``anthropic_api``)."""
         served = await self._serving(body.model, "text")
         async with self._observed(body.model, "count_tokens") as clock:
             return await token_count(clock.around(served), body)
@@ -343,9 +331,16 @@ class Ingress:
         return StreamingResponse(body(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    def _chat_events(self, served: Served, body: ChatCompletionRequest) -> AsyncIterator[dict]:
-        """OpenAI's chunks of the body's n choices (``openai_completions.chat_chunks``), their tokens counted."""
-        return chat_chunks(served, body, self._metrics.count_tokens)
+    async def _text_answer(self, served: Served, body, route: str, answer_of: Callable, events_of: Callable,
+                           wire=None):
+        """A text route's answer from the served model, clocked for the metrics: SSE events when the body streams,
+        else the whole answer. ``answer_of`` and ``events_of`` take the clocked model, the body and the token
+        counter (``openai_completions``, ``anthropic_api``); ``wire`` as ``_event_stream`` takes it."""
+        count = self._metrics.count_tokens
+        if body.stream:
+            return await self._event_stream(served, route, lambda clocked: events_of(clocked, body, count), wire)
+        async with self._observed(body.model, route) as clock:
+            return await answer_of(clock.around(served), body, count)
 
     @asynccontextmanager
     async def _observed(self, model: str, route: str):

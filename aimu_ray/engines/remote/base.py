@@ -1,8 +1,8 @@
 """The part every remote engine shares: the retry loop and error translation around one provider call.
 
-A subclass only converts the conversation and tools (``_conversation``, ``_tools``) and makes one attempt (``_complete``,
-``_stream_once``, or ``_count`` where the provider counts tokens); ``run`` and ``stream`` here add the rest, written
-once, so every provider retries, backs off and fails the same way and an engine used directly (a unit test, a Serve
+A subclass only converts the conversation and tools (``_conversation``, ``_tools``) and makes one attempt
+(``_complete``, ``_stream_once``, or ``_count`` where the provider counts tokens); ``run`` and ``stream`` here add
+the rest, written once, so every provider retries, backs off and fails the same way and an engine used directly (a unit test, a Serve
 replica) is as safe as one used through an actor.
 """
 
