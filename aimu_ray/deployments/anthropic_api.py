@@ -7,9 +7,8 @@ aimu's OpenAI-like messages (``tool_use`` → the assistant turn's ``tool_calls`
 message, thinking blocks → aimu's inert ``thinking`` key, which no provider is sent), its tools into function specs
 and its thinking config into aimu's ``thinking``. Every field of Anthropic's ``MessageCreateParams`` is taken: those
 that change nothing here are ignored (``metadata``, ``service_tier``, ``speed``, ``cache_control``, ...), those that
-cannot be honoured are a 400 naming them (server tools, a forced ``tool_choice`` on a remote model, images by URL
-or file id: the server never fetches, documents, a code-execution ``container``); fields Anthropic does not have are
-refused too.
+cannot be honoured are a 400 naming them (server tools, a forced ``tool_choice`` on Ollama, images by URL or file id:
+the server never fetches, documents, a code-execution ``container``); fields Anthropic does not have are refused too.
 Thinking blocks go out with an empty ``signature``: no model here signs its thinking.
 """
 
@@ -259,16 +258,19 @@ class ToolChoice(Body):
         return self
 
     def forced(self, model: ResolvedModel, tools: list[ToolDef] | None) -> dict[str, Any]:
-        """A forced call (any, tool) as generate kwargs: OpenAI's ``tool_choice``, which an in-process engine
-        answers under a grammar of the tools' schemas (``disable_parallel_tool_use``: exactly one call). Remote
-        models are not forced from this route: a 400."""
+        """A forced call (any, tool) as generate kwargs in the model's terms: Anthropic's own ``tool_choice`` to an
+        Anthropic model; OpenAI's to an OpenAI-compatible upstream and to an in-process engine, which answers it
+        under a grammar of the tools' schemas (``disable_parallel_tool_use``: exactly one call). Ollama has no way to
+        force a call: a 400."""
         if self.type not in ("any", "tool"):
             return {}
-        if not model.spec.in_process:
-            raise ValueError(f"tool_choice {self.type!r} forces a tool call, which this route asks only of in-process "
-                             "models (transformers, llama.cpp): use 'auto' or 'none'")
         if not tools:
             raise ValueError(f"tool_choice {self.type!r} forces a call to one of the tools: it goes with tools")
+        if model.spec.protocol == "anthropic":
+            return {"tool_choice": self.model_dump(exclude_none=True)}
+        if model.spec.protocol == "ollama":
+            raise ValueError(f"tool_choice {self.type!r} forces a tool call, which Ollama cannot: use 'auto' or "
+                             "'none'")
         if self.type == "any":
             return {"tool_choice": "required", "parallel_tool_calls": not self.disable_parallel_tool_use}
         return {"tool_choice": {"type": "function", "function": {"name": self.name}}}

@@ -192,7 +192,6 @@ def test_an_unknown_model_is_not_found(client):
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url",
                                                                              "url": "http://example.com/a.png"}}]}]},
      "does not fetch URLs"),
-    ({"tools": [WEATHER], "tool_choice": {"type": "any"}}, "tool_choice"),
     ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "server tool"),
     ({"extra_body": {"logprobs": True}}, "logprobs"),
 ])
@@ -201,6 +200,13 @@ def test_what_cannot_be_honoured_is_a_bad_request_naming_it(client, fields, said
         client.messages.create(**{"model": "gpt", "max_tokens": 5, "messages": HI, **fields})
     error = caught.value.body["error"]
     assert caught.value.body["type"] == "error" and error["type"] == "invalid_request_error" and said in error["message"]
+
+
+def test_a_forced_tool_choice_goes_to_an_openai_compatible_upstream_as_its_own(client, fake):
+    fake.reply("ok")
+    client.messages.create(model="gpt", max_tokens=5, messages=HI, tools=[WEATHER],
+                           tool_choice={"type": "tool", "name": "weather"})
+    assert fake.requests[-1].body["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
 
 
 def test_a_model_without_tools_refuses_them(client):

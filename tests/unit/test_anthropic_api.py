@@ -90,7 +90,7 @@ def test_tool_choice_none_sends_no_tools_and_a_model_without_tools_refuses_them(
         body(tools=[WEATHER]).as_request(HF_TEXT, print)
 
 
-def test_a_forced_tool_choice_is_an_in_process_models_grammar_and_a_remote_models_400():
+def test_a_forced_tool_choice_is_an_in_process_models_grammar_and_goes_upstream_in_the_providers_terms():
     smol = served_model("llamacpp:smollm2;tools")
     named = body(tools=[WEATHER], tool_choice={"type": "tool", "name": "weather"}).as_request(smol, print)
     assert named.response_schema.calls == "named" and named.response_schema.json_schema == WEATHER["input_schema"]
@@ -104,8 +104,16 @@ def test_a_forced_tool_choice_is_an_in_process_models_grammar_and_a_remote_model
     with pytest.raises(ValueError, match="send one of the two"):
         body(tools=[WEATHER], tool_choice={"type": "any"},
              output_config={"format": {"type": "json_schema", "schema": {"type": "object"}}}).as_request(smol, print)
-    with pytest.raises(ValueError, match="tool_choice 'any' forces a tool call, which this route asks only of"):
-        body(tools=[WEATHER], tool_choice={"type": "any"}).as_request(COMPAT, print)
+    upstream = body(tools=[WEATHER], tool_choice={"type": "any", "disable_parallel_tool_use": True}).as_request(
+        COMPAT, print)
+    assert upstream.params["tool_choice"] == "required" and upstream.params["parallel_tool_calls"] is False
+    assert upstream.response_schema is None
+    named = body(tools=[WEATHER], tool_choice={"type": "tool", "name": "weather"}).as_request(COMPAT, print)
+    assert named.params["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
+    claude = body(tools=[WEATHER], tool_choice={"type": "tool", "name": "weather"}).as_request(CLAUDE, print)
+    assert claude.params["tool_choice"] == {"type": "tool", "name": "weather"}
+    with pytest.raises(ValueError, match="which Ollama cannot"):
+        body(tools=[WEATHER], tool_choice={"type": "any"}).as_request(served_model("ollama:qwen3;tools"), print)
 
 
 def test_an_anthropic_model_gets_its_own_stop_sequences_and_the_exact_thinking_budget():
