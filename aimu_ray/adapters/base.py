@@ -63,6 +63,7 @@ class Adapter(ABC):
     protocol: ClassVar[str]
     kwarg_support: ClassVar[Mapping[str, str | None]]   # the protocol's table; a provider row may override keys
     passthrough_prefix: ClassVar[str] = ""               # where non-portable kwargs go ("options." for Ollama)
+    call_keys: ClassVar[frozenset[str]] = frozenset()    # non-portable kwargs of the call itself: never prefixed
 
     def prepare(self, spec: ProviderSpec, caps: ModelCaps, thinking: ResolvedThinking,
                 client_kwargs: dict | None, call_kwargs: dict | None) -> PreparedParams:
@@ -85,7 +86,7 @@ class Adapter(ABC):
                         dropped.append(key)
                     continue
             else:
-                target = self.passthrough_prefix + key
+                target = key if key in self.call_keys else self.passthrough_prefix + key
             put(params, target, value)
         self.write_thinking(spec, caps, thinking, params)
         self.rewrite_for_model(caps, params)

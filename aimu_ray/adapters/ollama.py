@@ -18,6 +18,7 @@ class OllamaAdapter(Adapter):
                                 temperature="options.temperature", top_p="options.top_p", top_k="options.top_k",
                                 presence_penalty="options.presence_penalty")
     passthrough_prefix = "options."
+    call_keys = frozenset({"logprobs", "top_logprobs"})    # arguments of /api/chat itself, not model options
 
     def write_thinking(self, spec: ProviderSpec, caps: ModelCaps, thinking: ResolvedThinking, params: dict) -> None:
         """Sent even when not asked: Ollama's default is off, aimu's is the model's own."""

@@ -2,8 +2,8 @@
 
 The app's ingress says what a name is. An in-process model's copies are reached directly (the model registry's, as
 ``aimu_ray.client`` reaches them: no hop through the ingress); a remote model through the ingress's handle
-(``backends.serve.ServeBackend``), whose replica supplies endpoint and key and calls the provider. Either way a Ray app or job gets the same
-messages, streams, ``last_*`` and typed errors as ``aimu_ray.client(...)``.
+(``backends.serve.ServeBackend``), whose replica supplies endpoint and key and calls the provider. Either way a Ray
+app or job gets the same messages, streams, ``last_*`` and typed errors as ``aimu_ray.client(...)``.
 """
 
 from __future__ import annotations

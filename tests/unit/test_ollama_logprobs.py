@@ -56,10 +56,11 @@ async def test_no_logprobs_unless_asked(fake, stream):
     assert result.logprobs is None and "logprobs" not in fake.requests[-1].body
 
 
-async def test_the_requests_own_options_are_left_as_they_are(fake):
+async def test_logprobs_are_arguments_of_the_call_not_model_options_and_the_request_is_left_as_it_is(fake):
     request = asked(fake.url, False, logprobs=True)
     before = request.model_dump()
 
     await run(request)
 
-    assert request.model_dump() == before and request.params["options"]["logprobs"] is True
+    assert request.model_dump() == before and request.params["logprobs"] is True
+    assert "logprobs" not in request.params.get("options", {})

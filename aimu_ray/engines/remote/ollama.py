@@ -17,8 +17,6 @@ from ..reply import ReplyBuilder
 # The pool the openai and anthropic SDKs default to; httpx's own (100 connections) makes a large fan-out
 # queue for connections: 1,000 concurrent requests to a 0.2 s fake took 30 s instead of 4.5 s.
 POOL_LIMITS = {"max_connections": 1000, "max_keepalive_connections": 100}
-# Arguments of the chat call itself that the adapter files under ``options`` with every key it does not know
-CHAT_ARGUMENTS = ("logprobs", "top_logprobs")
 
 
 class OllamaEngine(RemoteEngine):
@@ -39,16 +37,6 @@ class OllamaEngine(RemoteEngine):
 
     def _hold_to(self, schema: ResponseSchema, kwargs: dict[str, Any]) -> None:
         kwargs["format"] = schema.json_schema
-
-    def _prepare(self, request: ChatRequest) -> dict[str, Any]:
-        """The call's arguments, with ``logprobs`` and ``top_logprobs`` lifted out of ``options`` to the top level,
-        where Ollama reads them (the request's own ``options`` are left as they are)."""
-        kwargs = super()._prepare(request)
-        options = dict(kwargs.get("options") or {})
-        kwargs.update({name: options.pop(name) for name in CHAT_ARGUMENTS if name in options})
-        if "options" in kwargs:
-            kwargs["options"] = options
-        return kwargs
 
     async def _complete(self, kwargs: dict[str, Any], request: ChatRequest) -> ChatResult:
         response = await self._client.chat(**{**kwargs, "stream": False})
